@@ -1,0 +1,134 @@
+"""Typed configs: YAML files validated by pydantic, with `--set a.b=c` overrides.
+
+Every job takes `--config path.yaml` plus any number of `--set key=value`. Values are parsed as YAML
+scalars (`--set train.lr=1e-4`, `--set generate.languages=[en,de]`). A wrong key or value fails before any
+work starts with a message that names the dotted key and what is allowed there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+__all__ = ["StrictModel", "ConfigError", "load_config", "apply_overrides", "add_config_args", "dump_config"]
+
+T = TypeVar("T", bound="StrictModel")
+
+
+class StrictModel(BaseModel):
+    """Base of every config section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class ConfigError(ValueError):
+    """A config could not be loaded; the message names the key and the fix."""
+
+
+def _allowed_keys(cls: type[BaseModel], loc: tuple) -> list[str] | None:
+    """Walk `loc` through nested pydantic models and return the field names allowed at its parent."""
+    model: Any = cls
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return None
+        model = _unwrap_model(field.annotation)
+        if model is None:
+            return None
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return sorted(model.model_fields)
+    return None
+
+
+def _unwrap_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _unwrap_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _format_errors(cls: type[BaseModel], err: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
+        key = ".".join(str(p) for p in loc) or "<root>"
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(cls, loc)
+            hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+            lines.append(f"  {key}: unknown key{hint}")
+        else:
+            got = e.get("input")
+            got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"  {key}: {e['msg']}{got_s}")
+    return "\n".join(lines)
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
+    """Apply `a.b.c=value` strings to a nested dict (in place) and return it."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.max_length=256")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: '{part}' is a value, not a section")
+            node = child
+        node[parts[-1]] = _parse_value(raw)
+    return data
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Load `cls` from a YAML file (optional) plus overrides; raise ConfigError naming bad keys."""
+    data: dict = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path} (pass an existing YAML file to --config)")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+        data, source = loaded, str(path)
+    if overrides:
+        data = apply_overrides(data, overrides)
+        source += " + --set " + " ".join(overrides)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(cls, err, source)) from None
+
+
+def dump_config(config: BaseModel) -> str:
+    """The resolved config as YAML, for printing and for storing beside a job's outputs."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--config", type=Path, help="YAML config file")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override one config value by dotted key, e.g. --set model.max_length=256 (repeatable)",
+    )
+    return parser
