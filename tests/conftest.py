@@ -68,8 +68,13 @@ def ray_cluster(tmp_path_factory):
     Yields the dashboard / Jobs API address. Token auth stays on; this process and its children get
     RAY_AUTH_MODE=token so `ray job submit` and ray.init authenticate like a real user's client.
     """
+    import fcntl
+
     import ray
 
+    # One Ray head per machine (fixed ports 6390/8265/8000): concurrent test sessions take turns.
+    lock = open("/tmp/synthembed-ray.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     env = _ray_env()
     os.environ["RAY_AUTH_MODE"] = "token"
     ray_bin = str(VENV_BIN / "ray")
@@ -103,3 +108,4 @@ def ray_cluster(tmp_path_factory):
     ray.shutdown()
     subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True)
     shutil.rmtree(temp_dir, ignore_errors=True)
+    fcntl.flock(lock, fcntl.LOCK_UN)

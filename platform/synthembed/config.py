@@ -99,8 +99,16 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
     return data
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Load `cls` from a YAML file (optional) plus overrides; raise ConfigError naming bad keys."""
+def load_config(
+    cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None, section: str | None = None
+) -> T:
+    """Load `cls` from a YAML file (optional) plus overrides; raise ConfigError naming bad keys.
+
+    With `section`, the file is a multi-stage file (configs/cpu-tiny.yaml holds `generate:`, `train:`,
+    `evaluate:`, `serve:`) and `cls` is built from that one section. Overrides are always dotted from the
+    file's top level (`--set train.lr=1e-4`), so the same `--set` works for a stage job and the pipeline;
+    overrides of other sections are ignored by a stage job.
+    """
     data: dict = {}
     source = "defaults"
     if path is not None:
@@ -114,6 +122,11 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     if overrides:
         data = apply_overrides(data, overrides)
         source += " + --set " + " ".join(overrides)
+    if section is not None:
+        if section not in data:
+            raise ConfigError(f"{source}: no '{section}:' section; add one (it may be empty: '{section}: {{}}')")
+        data = data[section] or {}
+        source += f" [{section}]"
     try:
         return cls.model_validate(data)
     except ValidationError as err:
