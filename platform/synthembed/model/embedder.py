@@ -7,8 +7,8 @@ An embedding is the last-layer hidden state at an EOS token appended to the (for
 
 Three details that silently break embeddings if done differently in two places, so they live here once:
 - EOS is appended by us, exactly once, after truncation (tokenizers disagree on whether they add one);
-- position ids come from the attention mask, so left padding does not shift RoPE positions and a text
-  embeds the same alone or inside a padded batch, whichever side is padded;
+- position ids come from the attention mask, so a left-padded text sees the positions it would see alone
+  (RoPE is shift-invariant only up to float error; learned absolute positions are not at all);
 - the pooled index is the last attended position, which is correct for left and right padding alike.
 """
 

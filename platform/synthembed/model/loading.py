@@ -168,6 +168,8 @@ class _staging_dir:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
         (self.tmp / COMPLETE_MARKER).write_text("ok\n")
+        if self.final.exists() and not (self.final / COMPLETE_MARKER).exists():
+            shutil.rmtree(self.final, ignore_errors=True)  # leftovers of a killed run, never trusted
         try:
             self.tmp.rename(self.final)
         except OSError:  # another process finished first; its copy is as good as ours

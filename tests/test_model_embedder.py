@@ -1,0 +1,145 @@
+"""Invariants of the shared Embedder: EOS, padding, instruction formatting, batching order, adapters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from synthembed.model import Embedder, ModelConfig, format_text
+from synthembed.model.formatting import format_texts
+
+TEXTS = [
+    "A short one.",
+    "hi",
+    "This text is quite a bit longer than the others, so it forces padding on every other row of the batch.",
+    "Medium length sentence about cats and dogs.",
+]
+
+
+# ------------------------------------------------------------------------------------------------ EOS
+def test_eos_appended_exactly_once(tiny_embedder):
+    for ids in tiny_embedder.tokenize(TEXTS):
+        assert ids[-1] == tiny_embedder.eos_id
+        assert ids.count(tiny_embedder.eos_id) == 1
+
+
+def test_eos_survives_truncation(tiny_embedder):
+    (ids,) = tiny_embedder.tokenize(["x" * 500], max_length=16)
+    assert len(ids) == 16
+    assert ids[-1] == tiny_embedder.eos_id and ids.count(tiny_embedder.eos_id) == 1
+
+
+def test_text_ending_in_eos_string_still_has_one_eos(tiny_embedder):
+    eos = tiny_embedder.tokenizer.eos_token
+    (ids,) = tiny_embedder.tokenize([f"already terminated{eos}"])
+    assert ids[-1] == tiny_embedder.eos_id and ids.count(tiny_embedder.eos_id) == 1
+
+
+def test_tokenizer_that_appends_eos_itself_gets_no_second_one(tiny_embedder):
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    core = tiny_embedder.tokenizer.backend_tokenizer.__class__.from_str(tiny_embedder.tokenizer.backend_tokenizer.to_str())
+    vocab = core.get_vocab()
+    core.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", vocab["<s>"]), ("</s>", vocab["</s>"])]
+    )
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    assert tok("abc")["input_ids"][-1] == tok.eos_token_id  # the premise: this tokenizer adds EOS
+    emb = Embedder(tiny_embedder.model, tok, tiny_embedder.config)
+    for ids in emb.tokenize(TEXTS, max_length=20):
+        assert ids[-1] == emb.eos_id and ids.count(emb.eos_id) == 1 and len(ids) <= 20
+
+
+# -------------------------------------------------------------------------------------------- padding
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_padding_does_not_change_an_embedding(tiny_embedder, side):
+    alone = np.stack([tiny_embedder.encode([t], batch_size=1, normalize=False)[0] for t in TEXTS])
+    ids = tiny_embedder.tokenize(TEXTS)
+    with torch.inference_mode():
+        batched = tiny_embedder.embed(**tiny_embedder.collate(ids, padding_side=side)).numpy()
+    assert np.abs(alone - batched).max() < 1e-5
+
+
+def test_pooled_position_is_the_eos_for_both_sides(tiny_embedder):
+    ids = tiny_embedder.tokenize(TEXTS)
+    for side in ("left", "right"):
+        batch = tiny_embedder.collate(ids, padding_side=side)
+        mask = batch["attention_mask"]
+        last = mask.shape[1] - 1 - mask.flip(-1).argmax(-1)
+        assert (batch["input_ids"][torch.arange(len(ids)), last] == tiny_embedder.eos_id).all()
+
+
+@pytest.mark.slow
+def test_padding_invariance_on_a_real_model(smollm_embedder):
+    alone = np.stack([smollm_embedder.encode([t], normalize=False)[0] for t in TEXTS])
+    ids = smollm_embedder.tokenize(TEXTS)
+    for side in ("left", "right"):
+        with torch.inference_mode():
+            batched = smollm_embedder.embed(**smollm_embedder.collate(ids, padding_side=side)).numpy()
+        # relative to the scale of raw hidden states (norms in the tens to hundreds)
+        scale = np.abs(alone).max()
+        assert np.abs(alone - batched).max() / scale < 1e-5, side
+
+
+# ---------------------------------------------------------------------------------------- instruction
+def test_instruction_formats_queries_only():
+    assert format_text("what is rope?", None) == "what is rope?"
+    assert format_text("what is rope?", "  ") == "what is rope?"
+    assert format_text("what is rope?", "Retrieve papers.") == "Instruct: Retrieve papers.\nQuery: what is rope?"
+    assert format_texts(["a", "b"], ["Do X", None]) == ["Instruct: Do X\nQuery: a", "b"]
+    with pytest.raises(ValueError, match="2 texts but 1 instructions"):
+        format_texts(["a", "b"], ["Do X"])
+    with pytest.raises(TypeError, match="must be strings"):
+        format_text(None, "x")
+
+
+def test_tokenize_applies_the_instruction(tiny_embedder):
+    instr = "Retrieve semantically similar text."
+    assert tiny_embedder.tokenize(["cats"], instr) == tiny_embedder.tokenize([f"Instruct: {instr}\nQuery: cats"])
+    assert tiny_embedder.tokenize(["cats"], None) == tiny_embedder.tokenize(["cats"])
+    with_instr = tiny_embedder.encode(["cats"], instruction=instr)
+    without = tiny_embedder.encode(["cats"])
+    assert np.abs(with_instr - without).max() > 1e-3
+
+
+# ----------------------------------------------------------------------------------------- batching
+def test_length_sorted_batching_keeps_input_order(tiny_embedder):
+    one_by_one = np.stack([tiny_embedder.encode([t])[0] for t in TEXTS])
+    batched = tiny_embedder.encode(TEXTS, batch_size=3)
+    assert np.abs(one_by_one - batched).max() < 1e-5
+    assert batched.dtype == np.float32
+    assert np.allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+    raw = tiny_embedder.encode(TEXTS, normalize=False)
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0, atol=1e-3)
+
+
+def test_encode_rejects_a_bare_string(tiny_embedder):
+    with pytest.raises(TypeError, match="list of texts"):
+        tiny_embedder.encode("not a list")
+
+
+def test_max_length_below_two_is_rejected(tiny_embedder):
+    with pytest.raises(ValueError, match="max_length must be >= 2"):
+        tiny_embedder.tokenize(["x"], max_length=1)
+
+
+# ------------------------------------------------------------------------------------------ adapter
+def test_lora_adapter_loads_on_top_of_the_base(tmp_path, tiny_embedder):
+    from peft import LoraConfig, get_peft_model
+
+    from synthembed.model.loading import resolve_model_dir
+    from transformers import AutoModel
+
+    base = AutoModel.from_pretrained(resolve_model_dir("tiny-llama"))
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+
+    with_adapter = Embedder.load(ModelConfig(source="tiny-llama", adapter=str(tmp_path / "adapter")))
+    a = with_adapter.encode(TEXTS)
+    b = tiny_embedder.encode(TEXTS)
+    assert np.abs(a - b).max() > 1e-3  # the adapter changes the embedding
+
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        Embedder.load(ModelConfig(source="tiny-llama", adapter=str(tmp_path)))
