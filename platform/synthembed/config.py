@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-__all__ = ["StrictModel", "ConfigError", "load_config", "apply_overrides", "add_config_args", "dump_config"]
+__all__ = ["StrictModel", "ConfigError", "load_config", "load_job_config", "apply_overrides", "add_config_args", "dump_config"]
 
 T = TypeVar("T", bound="StrictModel")
 
@@ -145,3 +145,11 @@ def add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="override one config value by dotted key, e.g. --set model.max_length=256 (repeatable)",
     )
     return parser
+
+
+def load_job_config(cls: type[T], args: argparse.Namespace, section: str) -> T:
+    """For job entry points: load `section` from --config/--set, or exit with the message (no traceback)."""
+    try:
+        return load_config(cls, args.config, args.overrides, section=section if args.config else None)
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
