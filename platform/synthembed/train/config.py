@@ -1,0 +1,86 @@
+"""The `train:` section of a cluster profile (configs/*.yaml)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from synthembed.config import StrictModel
+from synthembed.model import ModelConfig
+
+
+class DataSource(StrictModel):
+    """One Parquet source in the data-contract schema, mixed in with a sampling ratio.
+
+    `ratio` is the expected number of times each row is used per epoch: 0.1 keeps a random tenth
+    (the paper's ELI5 / Quora settings), 1 keeps all, 2.5 repeats every row twice plus a random half.
+    """
+
+    path: str = Field(..., description="a .parquet file, a folder of them, or a generate output folder (examples/)")
+    ratio: float = Field(1.0, gt=0, description="sampling ratio per epoch (0.1 = a tenth, 2 = twice)")
+    instruction: str | None = Field(None, description="instruction for rows whose `instruction` is empty (labeled data)")
+
+
+class LoraSettings(StrictModel):
+    """peft LoRA. The paper: rank 16 on all linear layers; alpha/dropout follow RankLLaMA (assumed)."""
+
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    target_modules: str | list[str] = Field("all-linear", description="'all-linear' or module names (q_proj, ...)")
+
+
+class TrainConfig(StrictModel):
+    """LoRA + InfoNCE fine-tuning on Ray Train. Batch sizes count queries (each brings its documents)."""
+
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig(max_length=512))
+    data: list[DataSource] = Field(default_factory=list, description="training sources (generated + labeled)")
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+
+    # loss
+    temperature: float = Field(0.02, gt=0, description="InfoNCE temperature tau (paper: 0.02)")
+    hard_negatives: bool = Field(True, description="add each row's hard_negative as an extra document column")
+    mask_duplicates: bool = Field(True, description="mask in-batch documents whose text equals the row's positive")
+
+    # batch: batch_size queries per optimizer step over ALL workers, split evenly; each worker embeds
+    # its share in chunks of chunk_size (GradCache), so the contrastive batch is not limited by memory.
+    batch_size: int = Field(16, ge=1, description="global contrastive batch (queries per step, all workers)")
+    chunk_size: int | None = Field(None, ge=1, description="GradCache chunk per worker; None = one pass")
+
+    # optimisation (paper: lr 1e-4, 100 warmup steps then linear decay, weight decay 0.1, 1 epoch)
+    lr: float = Field(1e-4, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many steps (None: epochs decide)")
+    max_grad_norm: float | None = Field(None, gt=0)
+    gradient_checkpointing: bool = Field(False, description="recompute activations (saves memory; slower on CPU)")
+    precision: Literal["auto", "float32", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU")
+    seed: int = 0
+    torch_threads: int | None = Field(None, ge=1, description="intra-op threads per worker (None: CPUs per worker)")
+
+    # Ray Train
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    resources_per_worker: dict[str, float] | None = None
+    storage_path: str = Field("runs", description="RunConfig.storage_path: shared storage on a multi-node cluster")
+    name: str = Field("train", description="RunConfig.name; the same (storage_path, name) resumes the run")
+    output_dir: str | None = Field(None, description="where adapter/ and merged/ go; default storage_path/name")
+    checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints (and always at the end)")
+    num_to_keep: int = Field(2, ge=1)
+    max_failures: int = Field(3, ge=-1, description="worker-group restarts from the latest checkpoint (-1 = forever)")
+    export_merged: bool = Field(True, description="also write merged/ (LoRA folded into the weights)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if self.batch_size % self.num_workers:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be divisible by num_workers ({self.num_workers}): "
+                "every worker embeds an equal share of the contrastive batch"
+            )
+        return self
+
+    @property
+    def per_worker_batch(self) -> int:
+        return self.batch_size // self.num_workers

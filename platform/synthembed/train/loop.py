@@ -1,0 +1,154 @@
+"""The Ray Train worker loop: resume, step, report, checkpoint.
+
+A checkpoint holds everything a restarted worker group needs to continue as if nothing happened:
+the LoRA weights, AdamW and scheduler state, the step (= data position, see data.BatchPlan), the
+training curve so far, and a fingerprint of the data. Rank 0 writes it; every rank calls
+`ray.train.report` (a barrier) each step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.pt"
+WEIGHTS_FILE = "lora_weights.pt"
+CURVE_FILE = "curve.jsonl"
+ADAPTER_DIR = "adapter"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def save_checkpoint(directory: Path, model, optimizer, scheduler, step: int, curve: list[dict], extra: dict) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
+    torch.save(weights, directory / WEIGHTS_FILE)
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step, **extra}, directory / STATE_FILE)
+    (directory / CURVE_FILE).write_text("".join(json.dumps(r) + "\n" for r in curve))
+    model.save_pretrained(directory / ADAPTER_DIR)  # a plain peft folder: exportable as-is
+
+
+def load_checkpoint(directory: Path, model, optimizer, scheduler) -> tuple[dict, list[dict]]:
+    weights = torch.load(directory / WEIGHTS_FILE, map_location="cpu")
+    params = dict(model.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
+    if missing:
+        raise RuntimeError(f"checkpoint {directory} lacks {len(missing)} LoRA tensors (e.g. {missing[0]}); was the LoRA config changed?")
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value)
+    state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    curve = [json.loads(line) for line in (directory / CURVE_FILE).read_text().splitlines() if line]
+    return state, curve
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    """Runs on every Ray Train worker. `loop_config["train"]` is a TrainConfig dump."""
+    import ray.train
+    from ray.train import Checkpoint
+    from transformers import get_linear_schedule_with_warmup
+
+    from synthembed.train.config import TrainConfig
+    from synthembed.train.data import BatchPlan, ContrastiveCollator, data_fingerprint, mix_sources
+    from synthembed.train.distributed import all_reduce_grads, world
+    from synthembed.train.gradcache import ContrastiveStep
+    from synthembed.train.loss import InfoNCELoss
+    from synthembed.train.model import autocast_dtype, build_lora_embedder, make_embed_fn, trainable_parameters
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = TrainConfig.model_validate(loop_config["train"])
+    ctx = ray.train.get_context()
+    rank, world_size = world()
+    if world_size != ctx.get_world_size():
+        raise RuntimeError(f"process group has {world_size} ranks but Ray Train has {ctx.get_world_size()} workers")
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    device = ray.train.torch.get_device()
+    torch.manual_seed(config.seed)  # identical LoRA init on every worker (also re-set on restart)
+
+    embedder = build_lora_embedder(config, device)
+    model = embedder.model
+    params = trainable_parameters(model)
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr
+    )
+    examples = mix_sources(config.data, seed=config.seed)
+    plan = BatchPlan(len(examples), config.batch_size, config.epochs, config.seed, config.max_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, min(config.warmup_steps, plan.total_steps), plan.total_steps)
+    fingerprint = data_fingerprint(config.data, len(examples), config.seed)
+
+    start, curve, restarts = 0, [], 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state, curve = load_checkpoint(Path(d), model, optimizer, scheduler)
+        if state.get("data_fingerprint") != fingerprint:
+            raise RuntimeError(
+                "the latest checkpoint was made with different training data or seed; use a new train.name "
+                "for a new run (same storage_path + name means resume)"
+            )
+        start, restarts = state["step"], state.get("restarts", 0) + 1
+        torch.set_rng_state(state["rng"])
+        log.info("rank %d resumed from checkpoint at step %d (restart %d)", rank, start, restarts)
+
+    collate = ContrastiveCollator(embedder, config.model.max_length, config.hard_negatives)
+    step_fn = ContrastiveStep(
+        make_embed_fn(embedder, autocast_dtype(config, device)),
+        InfoNCELoss(config.temperature, config.mask_duplicates),
+        config.chunk_size,
+        device,
+    )
+    for step in range(start, plan.total_steps):
+        t0 = time.perf_counter()
+        batch = collate(examples.take(plan.indices(step, rank, world_size)))
+        loss = step_fn(batch)
+        all_reduce_grads(params)
+        if config.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        seconds = time.perf_counter() - t0
+        done = step + 1
+        metrics = {
+            "step": done,
+            "loss": loss,
+            "lr": lr,
+            "epoch": plan.epoch_of(done),
+            "examples_per_s": config.batch_size / seconds,
+            "step_seconds": seconds,
+            "peak_rss_mb": peak_rss_mb(),
+            "restarts": restarts,
+        }
+        if device.type == "cuda":
+            metrics["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        curve.append(metrics)
+        if done % config.checkpoint_every == 0 or done == plan.total_steps:
+            with tempfile.TemporaryDirectory() as tmp:
+                ckpt = None
+                if rank == 0:
+                    extra = {"data_fingerprint": fingerprint, "restarts": restarts, "rng": torch.get_rng_state(),
+                             "total_steps": plan.total_steps}
+                    save_checkpoint(Path(tmp), model, optimizer, scheduler, done, curve, extra)
+                    ckpt = Checkpoint.from_directory(tmp)
+                ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"checkpoint_{done:07d}")
+        else:
+            ray.train.report(metrics)
+        if rank == 0:
+            log.info("step %d/%d loss %.4f lr %.2e %.2f ex/s", done, plan.total_steps, loss, lr, metrics["examples_per_s"])

@@ -1,0 +1,64 @@
+"""The trainable embedder: the shared `Embedder` with peft LoRA on its backbone."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+
+from synthembed.model import Embedder
+from synthembed.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on GPU (paper: mixed precision), none (float32) on CPU unless asked."""
+    if config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def build_lora_embedder(config: TrainConfig, device: torch.device) -> Embedder:
+    """Load the base model in float32 on `device` and wrap its backbone with LoRA adapters."""
+    from peft import LoraConfig, get_peft_model
+
+    # The frozen base is stored in bf16 when training in bf16 (half the memory of a 7B model); peft
+    # keeps the LoRA weights (and so AdamW's state) in float32 either way.
+    dtype = "bfloat16" if autocast_dtype(config, device) is not None else "float32"
+    embedder = Embedder.load(config.model, device=str(device), dtype=dtype)
+    lora = LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=config.lora.target_modules,
+        bias="none",
+    )
+    model = get_peft_model(embedder.model, lora)
+    if config.gradient_checkpointing:
+        # non-reentrant checkpointing works with frozen inputs (no enable_input_require_grads hack)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False
+    model.train()
+    embedder.model = model
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("LoRA r=%d on %s: %s trainable parameters", config.lora.r, config.lora.target_modules, f"{trainable:,}")
+    return embedder
+
+
+def make_embed_fn(embedder: Embedder, dtype: torch.dtype | None):
+    """token-id lists -> embeddings, through the shared collate/embed (last-token pooling)."""
+    device = embedder.device
+
+    def embed(ids):
+        batch = embedder.collate(ids)
+        ctx = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        with ctx:
+            return embedder.embed(**batch)
+
+    return embed
+
+
+def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
