@@ -1,0 +1,304 @@
+"""The Ray Serve embedding service: a FastAPI ingress deployment with token-budget dynamic batching.
+
+Routes (all behind the optional API key):
+  POST /v1/embeddings   OpenAI-compatible, plus `input_type` (query|document) and `instruction`
+  GET  /v1/models       the one served model
+  GET  /health          200 once the model is loaded (a replica only starts answering after loading)
+
+Request path inside a replica: read body (size cap) -> validate (OpenAI error shape on failure) ->
+tokenize with `Embedder.tokenize` (cap, truncate|reject) -> each input goes to `_forward`, a
+`@serve.batch` method whose batches are closed by a padded-token budget -> cut to `dimensions`,
+re-normalise -> float or base64. Overload is refused by Serve itself before the request reaches a
+replica: `max_queued_requests` + `BackpressureConfig` answer 429 (or 503) with `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from synthembed.serve.batching import padded_tokens, postprocess, to_base64
+from synthembed.serve.config import ServeConfig
+from synthembed.serve.errors import STATUS_TYPES, APIError, bad_request, loc_to_param
+from synthembed.serve.limits import parse_input, prepare_token_ids, resolve_instruction, tokenize_texts
+from synthembed.serve.schemas import EmbeddingRequest
+
+log = logging.getLogger("synthembed.serve")
+
+api = FastAPI(title="synthembed embeddings", version="1")
+_SERVICE: "EmbeddingService | None" = None  # the replica's instance (one deployment per replica process)
+
+# Environment passed to replicas: where converted models are cached and whether the hub may be used.
+# Only non-secret settings: runtime_env is visible in the dashboard, so API keys never go there.
+FORWARDED_ENV = ("SYNTHEMBED_CACHE", "HF_HUB_OFFLINE", "HF_HOME", "TOKENIZERS_PARALLELISM")
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def api_key_hashes(env_var: str) -> list[str]:
+    """sha256 of each comma-separated key in `env_var`; replicas receive hashes only, never the keys."""
+    raw = os.environ.get(env_var, "")
+    return [hash_key(k.strip()) for k in raw.split(",") if k.strip()]
+
+
+# ------------------------------------------------------------------------------------------ HTTP layer
+@api.middleware("http")
+async def _authenticate(request: Request, call_next):
+    """Every route (health, docs and unknown paths included) needs the key when one is configured."""
+    svc = _SERVICE
+    if svc is not None and svc.key_hashes:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        given = hash_key(token.strip()) if scheme.lower() == "bearer" and token.strip() else ""
+        # compare_digest on every stored hash: time does not depend on which key (if any) matched.
+        ok = False
+        for stored in svc.key_hashes:
+            ok |= hmac.compare_digest(given, stored)
+        if not ok:
+            svc.metrics.request(401)
+            msg = "missing API key: send 'Authorization: Bearer <key>'" if not given else "invalid API key"
+            return APIError(401, msg, code="invalid_api_key", type="authentication_error",
+                            headers={"WWW-Authenticate": "Bearer"}).response()
+    return await call_next(request)
+
+
+@api.exception_handler(APIError)
+async def _api_error(_: Request, exc: APIError):
+    return exc.response()
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, exc: RequestValidationError):
+    return _from_pydantic(exc.errors()).response()
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, exc: StarletteHTTPException):
+    err = APIError(exc.status_code, str(exc.detail), type=STATUS_TYPES.get(exc.status_code, "invalid_request_error"))
+    return err.response()
+
+
+def _from_pydantic(errors: list[dict]) -> APIError:
+    first = errors[0]
+    param = loc_to_param(tuple(first.get("loc", ())))
+    if first.get("type") == "extra_forbidden":
+        allowed = ", ".join(sorted(EmbeddingRequest.model_fields))
+        return bad_request(f"unknown field '{param}'; allowed fields: {allowed}", param, "unknown_field")
+    got = first.get("input")
+    got_s = "" if isinstance(got, (dict, list)) else f" (got {got!r:.60})"
+    return bad_request(f"{param}: {first['msg']}{got_s}", param)
+
+
+@api.post("/v1/embeddings")
+async def embeddings(request: Request):
+    return await _SERVICE.handle(request)
+
+
+@api.get("/v1/models")
+async def models():
+    svc = _SERVICE
+    return {"object": "list", "data": [{"id": svc.model_name, "object": "model", "owned_by": "synthembed"}]}
+
+
+@api.get("/health")
+async def health():
+    svc = _SERVICE
+    return {"status": "ok", "model": svc.model_name, "dim": svc.embedder.dim, "max_tokens": svc.cap}
+
+
+# ------------------------------------------------------------------------------------------ deployment
+@serve.deployment(name="EmbeddingService")
+@serve.ingress(api)
+class EmbeddingService:
+    """One replica: the model, the guard rails and the batcher."""
+
+    def __init__(self, config: dict, key_hashes: list[str] | None = None):
+        import torch
+
+        import synthembed.serve.app as this_module
+
+        from synthembed.model import Embedder
+        from synthembed.serve.metrics import ServeMetrics
+
+        self.config = ServeConfig.model_validate(config)
+        if self.config.deployment.torch_threads:
+            torch.set_num_threads(self.config.deployment.torch_threads)
+        self.embedder = Embedder.load(self.config.model)
+        self.model_name = self.config.model_name
+        self.cap = self.config.max_tokens_per_item
+        self.vocab_size = self.embedder.model.get_input_embeddings().num_embeddings
+        self.key_hashes = list(key_hashes or [])
+        self.metrics = ServeMetrics(self.model_name)
+        self._forward.set_max_batch_size(self.config.batching.max_batch_tokens)
+        self._forward.set_batch_wait_timeout_s(self.config.batching.batch_wait_timeout_s)
+        # Serve pickles this class by value, so a `global` statement here would write into a copy of
+        # the module's globals; the routes read the real module, so set it through an import.
+        this_module._SERVICE = self
+        log.info("serving %s (dim %d, cap %d tokens, torch threads %d, api key %s)", self.model_name,
+                 self.embedder.dim, self.cap, torch.get_num_threads(), "on" if self.key_hashes else "off")
+
+    # ---------------------------------------------------------------------------------------- request
+    async def handle(self, request: Request) -> JSONResponse:
+        start = time.perf_counter()
+        try:
+            req = await self._read(request)
+            payload = await self.embed_request(req)
+        except APIError as err:
+            self.metrics.request(err.status, time.perf_counter() - start)
+            return err.response()
+        self.metrics.request(200, time.perf_counter() - start)
+        return JSONResponse(payload)
+
+    async def _read(self, request: Request) -> EmbeddingRequest:
+        limit = self.config.limits.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise APIError(413, f"request body is {declared} bytes; the limit is {limit}", None, "body_too_large")
+        body = await request.body()
+        if len(body) > limit:
+            raise APIError(413, f"request body is {len(body)} bytes; the limit is {limit}", None, "body_too_large")
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise bad_request(f"body is not valid JSON: {err}", None, "invalid_json") from None
+        if not isinstance(data, dict):
+            raise bad_request("body must be a JSON object with at least an 'input' field", None, "invalid_json")
+        try:
+            return EmbeddingRequest.model_validate(data)
+        except ValidationError as err:
+            raise _from_pydantic(err.errors()) from None
+
+    async def embed_request(self, req: EmbeddingRequest) -> dict[str, Any]:
+        limits = self.config.limits
+        if req.model is not None and req.model != self.model_name:
+            raise APIError(404, f"model '{req.model}' is not served here; use '{self.model_name}'", "model",
+                           "model_not_found", type="not_found_error")
+        if req.dimensions is not None and req.dimensions > self.embedder.dim:
+            raise bad_request(f"dimensions must be between 1 and {self.embedder.dim} for this model, "
+                              f"got {req.dimensions}", "dimensions")
+        texts, token_ids = parse_input(req.input, limits.max_items_per_request)
+        if texts is not None:
+            instruction = resolve_instruction(req.input_type, req.instruction, self.config.default_query_instruction)
+            tok = await asyncio.to_thread(tokenize_texts, self.embedder, texts, instruction, self.cap, limits.truncate)
+        else:
+            if req.instruction is not None or req.input_type == "query":
+                raise bad_request("token-id input is embedded as given; format the query text yourself and "
+                                  "omit instruction/input_type", "instruction")
+            tok = prepare_token_ids(token_ids, self.vocab_size, self.embedder.eos_id, self.cap, limits.truncate)
+        if tok.tokens > limits.max_tokens_per_request:
+            raise bad_request(f"input has {tok.tokens} tokens in total; the limit is "
+                              f"{limits.max_tokens_per_request} per request: split it", "input", "too_many_tokens")
+        # Item by item into the batcher: a large list is spread over token-budget batches.
+        vectors = await asyncio.gather(*(self._forward(ids) for ids in tok.ids))
+        out = postprocess(np.stack(vectors), req.dimensions, self.config.model.normalize)
+        self.metrics.inputs.inc(len(tok.ids))
+        self.metrics.tokens.inc(tok.tokens)
+        if tok.truncated:
+            self.metrics.truncated.inc(tok.truncated)
+        encode = to_base64 if req.encoding_format == "base64" else (lambda v: v.tolist())
+        return {
+            "object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(out)],
+            "model": self.model_name,
+            "usage": {"prompt_tokens": tok.tokens, "total_tokens": tok.tokens},
+        }
+
+    # ---------------------------------------------------------------------------------------- batcher
+    @serve.batch(max_batch_size=8192, batch_wait_timeout_s=0.005, batch_size_fn=padded_tokens)
+    async def _forward(self, items: list[list[int]]) -> list[np.ndarray]:
+        # The forward pass runs in a thread so the event loop keeps reading requests and filling the
+        # next batch meanwhile (one batch at a time: max_concurrent_batches=1).
+        start = time.perf_counter()
+        vectors = await asyncio.to_thread(self._run, items)
+        self.metrics.forward_s.observe(time.perf_counter() - start)
+        self.metrics.batch_items.observe(len(items))
+        self.metrics.batch_tokens.observe(padded_tokens(items))
+        return list(vectors)
+
+    def _run(self, items: list[list[int]]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            emb = self.embedder.embed(**self.embedder.collate(items))
+        return emb.float().cpu().numpy()
+
+
+# ------------------------------------------------------------------------------------------ building
+def deployment_options(config: ServeConfig) -> dict[str, Any]:
+    from ray.serve.config import BackpressureConfig
+
+    dep = config.deployment
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    opts: dict[str, Any] = {
+        "max_ongoing_requests": dep.max_ongoing_requests,
+        "max_queued_requests": dep.max_queued_requests,
+        "backpressure_config": BackpressureConfig(status_code=dep.overload_status, retry_after_s=dep.retry_after_s),
+        "ray_actor_options": {"num_cpus": dep.num_cpus, "num_gpus": dep.num_gpus,
+                              **({"runtime_env": {"env_vars": env}} if env else {})},
+    }
+    if dep.autoscaling:  # Serve refuses a fixed num_replicas next to an autoscaling_config
+        opts["autoscaling_config"] = dep.autoscaling
+    else:
+        opts["num_replicas"] = dep.num_replicas or 1
+    return opts
+
+
+def build_app(config: ServeConfig, key_hashes: list[str] | None = None):
+    """The bound Serve application; API keys are read (and hashed) here, from `config.api_key_env`."""
+    hashes = api_key_hashes(config.api_key_env) if key_hashes is None else key_hashes
+    return EmbeddingService.options(**deployment_options(config)).bind(config.model_dump(mode="json"), hashes)
+
+
+def app_builder(args: dict[str, Any]):
+    """Entry for `serve run` / `serve deploy` config files.
+
+    `args` is either `{config: configs/cpu-tiny.yaml, overrides: ["serve.model.source=..."]}` (the `serve:`
+    section of a profile) or the serve section itself inline (`{model: {source: ...}, limits: ...}`).
+    """
+    from synthembed.config import load_config
+
+    args = dict(args or {})
+    path, overrides = args.pop("config", None), args.pop("overrides", None)
+    if path is not None:
+        if args:
+            raise ValueError(f"app args: give either 'config' (+ 'overrides') or inline settings, not both: {sorted(args)}")
+        config = load_config(ServeConfig, path, overrides, section="serve")
+    else:
+        config = ServeConfig.model_validate(args)
+    return build_app(config)
+
+
+def deploy(config: ServeConfig) -> str:
+    """Deploy (or update) the service on the connected Ray cluster and return its base URL.
+
+    Connects to the running cluster (`ray.init(address="auto")`) when this process is not connected yet.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="auto", log_to_driver=False)
+    serve.start(http_options={"host": config.host, "port": config.port})
+    # serve.run returns once every replica has loaded the model and passed its health check.
+    serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix, blocking=False)
+    host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
+    return f"http://{host}:{config.port}{config.route_prefix.rstrip('/')}"
+
+
+def shutdown(app_name: str) -> None:
+    serve.delete(app_name)
