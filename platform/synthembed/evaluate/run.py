@@ -1,0 +1,200 @@
+"""`run(config) -> Path`: score one model on a list of tasks and write the run folder.
+
+    <output_dir>/
+      config.yaml                    the resolved config
+      results/<Task>[.paper].json    mteb-format TaskResult per task (and per classification protocol)
+      report.md, chart.png           this run (plus `compare_with` runs and reference scores)
+      manifest.json                  score rows + provenance; written last = the run is complete
+
+A re-run reuses finished per-task result files (unless `overwrite`), and the embedding cache makes any
+re-encoding of an already-seen text free.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from synthembed.config import dump_config
+from synthembed.evaluate.config import EvaluateConfig, TaskSpec
+from synthembed.evaluate.local_tasks import build_task, load_folder
+
+log = logging.getLogger(__name__)
+
+
+class HubTaskError(RuntimeError):
+    """An mteb task could not be loaded from the hub (e.g. offline)."""
+
+
+def load_task(spec: TaskSpec):
+    """(mteb task with data loaded, provenance dict)."""
+    import mteb
+
+    if spec.path:
+        data = load_folder(spec.path, spec.layout, limit=spec.limit, subsets=spec.subsets,
+                           corpus_limit=spec.corpus_limit, train_limit=spec.train_limit)
+        task = build_task(data, spec.name)
+        return task, {"source": f"local:{data.path}", "layout": data.layout, "rows": data.rows, "full_rows": data.full_rows}
+    try:
+        task = mteb.get_task(spec.name, hf_subsets=spec.subsets) if spec.subsets else mteb.get_task(spec.name)
+    except KeyError as err:
+        raise HubTaskError(f"tasks[].name={spec.name!r}: not an mteb task ({err})") from None
+    try:
+        task.load_data()
+    except Exception as err:  # datasets/hub raise many types; all mean "could not get it"
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+        raise HubTaskError(
+            f"tasks[].name={spec.name!r}: could not load its data from the Hugging Face hub "
+            f"({type(err).__name__}: {str(err)[:300]})"
+            + (" — HF_HUB_OFFLINE=1 is set" if offline else "")
+            + ". Offline, give a local copy instead: `path: <folder>` (layouts: stsbenchmark, stsb_multi_mt, "
+            "beir, tatoeba, banking77)."
+        ) from None
+    return task, {"source": f"hub:{task.metadata.dataset['path']}@{task.metadata.dataset.get('revision')}",
+                  "layout": None, "rows": {}, "full_rows": {}}
+
+
+def _score_rows(task_result, task, provenance: dict, protocol: str) -> list[dict]:
+    rows = []
+    for split, entries in task_result.scores.items():
+        for entry in entries:
+            subset = entry.get("hf_subset", "default")
+            rows.append(
+                {
+                    "task": task.metadata.name,
+                    "subset": subset,
+                    "split": split,
+                    "protocol": protocol,
+                    "metric": task.metadata.main_score,
+                    "score": round(100 * float(entry["main_score"]), 4),
+                    "rows": provenance["rows"].get(subset),
+                    "full_rows": provenance["full_rows"].get(subset),
+                    "source": provenance["source"],
+                }
+            )
+    return rows
+
+
+def _protocols(task, config: EvaluateConfig, kind: str) -> list[str]:
+    if task.metadata.type not in ("Classification", "MultilabelClassification"):
+        return ["default"]
+    protos = list(config.classification_protocols) or ["mteb"]
+    if kind != "decoder":
+        # A sentence-transformers model's own pipeline decides normalisation (MiniLM ends in Normalize).
+        protos = ["mteb"]
+    return protos
+
+
+def build_encoder(config: EvaluateConfig):
+    """The mteb-facing encoder (with cache and Ray options) for `config.model`."""
+    from synthembed.evaluate.cache import EmbeddingCache
+    from synthembed.evaluate.encoders import make_spec
+    from synthembed.evaluate.wrapper import SynthEmbedEncoder
+    from synthembed.model.loading import cache_dir
+
+    spec = make_spec(config.model, config.model.kind)
+    cache = None
+    if config.cache:
+        cache = EmbeddingCache(config.cache_path or cache_dir() / "embeddings.sqlite", spec.fingerprint())
+    ray_options = None
+    if config.ray.enabled:
+        ray_options = {
+            "num_workers": config.ray.num_workers,
+            "batch_size": config.ray.batch_size,
+            "cpus_per_worker": config.ray.cpus_per_worker,
+            "address": config.ray.address,
+            "min_texts": config.ray.min_texts,
+        }
+    instructions = {t.name or "": t.instruction for t in config.tasks if t.instruction}
+    label = config.model.name or Path(config.model.source).name
+    return SynthEmbedEncoder(
+        spec,
+        name=label,
+        instructions=instructions or None,
+        normalize=config.model.normalize,
+        cache=cache,
+        ray_options=ray_options,
+        show_progress=config.show_progress,
+    )
+
+
+def run(config: EvaluateConfig) -> Path:
+    """Evaluate `config.model` on `config.tasks`; return the output folder (complete once manifest.json exists)."""
+    import mteb
+    from mteb.results import TaskResult
+
+    from synthembed.evaluate.report import load_run, write_report
+
+    out = Path(config.output_dir)
+    results_dir = out / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(dump_config(config))
+    manifest_path = out / "manifest.json"
+    if manifest_path.exists():
+        manifest_path.unlink()  # this run is not complete until a new manifest is written
+
+    started = time.time()
+    tasks = []
+    for spec in config.tasks:  # load (and validate) every task before any model work starts
+        task, provenance = load_task(spec)
+        if spec.instruction and spec.name is None:
+            raise ValueError("tasks[].instruction needs tasks[].name (the task it applies to)")
+        tasks.append((spec, task, provenance))
+
+    encoder = build_encoder(config)
+    label = config.model.name or Path(config.model.source).name
+    scores: list[dict] = []
+    timings: dict[str, float] = {}
+    for spec, task, provenance in tasks:
+        for protocol in _protocols(task, config, encoder.spec.kind):
+            suffix = "" if protocol in ("default", "mteb") else f".{protocol}"
+            result_file = results_dir / f"{task.metadata.name}{suffix}.json"
+            if result_file.exists() and not config.overwrite:
+                log.info("%s: reusing %s", task.metadata.name, result_file)
+                task_result = TaskResult.from_disk(result_file)
+            else:
+                encoder.normalize_classification = protocol != "paper" and config.model.normalize
+                t0 = time.perf_counter()
+                model_result = mteb.evaluate(encoder, task, cache=None, overwrite_strategy="always",
+                                             show_progress_bar=config.show_progress,
+                                             encode_kwargs={"batch_size": config.model.batch_size})
+                timings[f"{task.metadata.name}{suffix}"] = round(time.perf_counter() - t0, 2)
+                task_result = model_result.task_results[0]
+                task_result.to_disk(result_file)
+            rows = _score_rows(task_result, task, provenance, protocol)
+            for row in rows:
+                row["result_file"] = str(result_file.relative_to(out))
+            scores.extend(rows)
+            log.info("%s (%s): %s", task.metadata.name, protocol,
+                     ", ".join(f"{r['subset']}={r['score']:.2f}" for r in rows))
+
+    instructions = {}
+    for call in encoder.calls:
+        instructions[f"{call['task']}|{call['side'] or 'all'}"] = call["instruction"]
+    manifest = {
+        "label": label,
+        "kind": encoder.spec.kind,
+        "model": {**config.model.model_dump(mode="json"), "max_length": encoder.spec.max_length},
+        "model_fingerprint": encoder.spec.fingerprint(),
+        "output_dir": str(out),
+        "scores": scores,
+        "instructions": instructions,
+        "encode_stats": encoder.stats,
+        "task_seconds": timings,
+        "seconds": round(time.time() - started, 2),
+        "mteb_version": mteb.__version__,
+    }
+    others = [load_run(p) for p in config.compare_with]
+    # report and chart first, manifest last: a folder with a manifest is complete
+    write_report([*others, manifest], out, config.reference_scores, config.reference_models,
+                 title=f"Evaluation: {label}")
+    tmp = manifest_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    tmp.rename(manifest_path)
+    if encoder.cache is not None:
+        encoder.cache.close()
+    log.info("evaluation written to %s", out)
+    return out
