@@ -1,0 +1,99 @@
+"""The output data contract of `jobs/generate.py`: the ONE definition of the example and reject schemas.
+
+Output folder (`generate.output_dir`):
+
+    config.yaml            the resolved config of the run
+    brainstorm.parquet     step-1 task definitions per asymmetric type (written once, atomically)
+    plan.parquet           every planned request: request_id, task_type, task, language(s), placeholders
+    examples/*.parquet     valid examples, EXAMPLE_SCHEMA (parts written atomically as the run goes)
+    rejects/*.parquet      failed attempts with the raw output and the reason, REJECT_SCHEMA
+    stats.json, summary.md counts per task type / language / engine, validity, tokens, wall time
+    manifest.json          written last: the folder is complete only when it exists
+
+Example row (`EXAMPLE_SCHEMA`), one per training example:
+
+    id              stable hash of the normalised content (task type, instruction, query, positive, negative);
+                    equal ids mean duplicate examples
+    task_type       short_long | long_short | short_short | long_long | sts | bitext
+    instruction     the task definition, used as "Instruct: {instruction}\\nQuery: ..." at training time
+    query           query-side text
+    positive        document-side text that matches the query
+    hard_negative   a harder non-matching document (null for short_short and long_long)
+    language        language of the example (for bitext: the source language)
+    src_language    bitext only: language of `query`; null otherwise
+    tgt_language    bitext only: language of `positive` and `hard_negative`; null otherwise
+    placeholders    JSON object of the sampled prompt placeholders
+    generator       "<engine name>:<model>" that produced the row
+    prompt_version  version of the prompt templates
+    request_id      stable id of the planned request (resume key); extra to DESIGN.md
+    tokens_in, tokens_out   prompt and completion tokens of the producing call; extra to DESIGN.md
+
+Training reads `instruction`, `query`, `positive`, `hard_negative` (and may filter on `task_type`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+
+import pyarrow as pa
+
+EXAMPLE_SCHEMA = pa.schema([
+    pa.field("id", pa.string(), nullable=False),
+    pa.field("task_type", pa.string(), nullable=False),
+    pa.field("instruction", pa.string(), nullable=False),
+    pa.field("query", pa.string(), nullable=False),
+    pa.field("positive", pa.string(), nullable=False),
+    pa.field("hard_negative", pa.string()),
+    pa.field("language", pa.string(), nullable=False),
+    pa.field("src_language", pa.string()),
+    pa.field("tgt_language", pa.string()),
+    pa.field("placeholders", pa.string(), nullable=False),
+    pa.field("generator", pa.string(), nullable=False),
+    pa.field("prompt_version", pa.string(), nullable=False),
+    pa.field("request_id", pa.string(), nullable=False),
+    pa.field("tokens_in", pa.int64()),
+    pa.field("tokens_out", pa.int64()),
+])
+
+EXAMPLE_COLUMNS: tuple[str, ...] = tuple(EXAMPLE_SCHEMA.names)
+
+REJECT_SCHEMA = pa.schema([
+    pa.field("request_id", pa.string(), nullable=False),
+    pa.field("stage", pa.string(), nullable=False),          # "brainstorm" | "example"
+    pa.field("task_type", pa.string(), nullable=False),
+    pa.field("language", pa.string()),
+    pa.field("generator", pa.string(), nullable=False),
+    pa.field("engine_index", pa.int32(), nullable=False),     # 0 = primary, 1 = fallback
+    pa.field("reason", pa.string(), nullable=False),          # "<code>: <detail>", see parse.REASONS
+    pa.field("raw", pa.string()),                             # the engine's raw output (or error body)
+    pa.field("retry_next", pa.bool_(), nullable=False),       # a later engine will try this request again
+    pa.field("tokens_in", pa.int64()),
+    pa.field("tokens_out", pa.int64()),
+])
+
+REJECT_COLUMNS: tuple[str, ...] = tuple(REJECT_SCHEMA.names)
+
+_WS = re.compile(r"\s+")
+
+
+def normalize_text(text: str) -> str:
+    """Unicode NFKC, case-folded, whitespace collapsed, outer punctuation stripped: the dedup form."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = _WS.sub(" ", text).strip()
+    return text.strip(" .,;:!?\"'`()[]{}«»“”‘’")
+
+
+def stable_hash(*parts: object, n: int = 16) -> str:
+    payload = json.dumps(parts, ensure_ascii=False, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:n]
+
+
+def example_id(task_type: str, instruction: str, query: str, positive: str, hard_negative: str | None) -> str:
+    """Content hash: the same normalised example always gets the same id (dedup across runs)."""
+    return stable_hash(
+        task_type, normalize_text(instruction), normalize_text(query), normalize_text(positive),
+        normalize_text(hard_negative) if hard_negative else None,
+    )
