@@ -189,7 +189,7 @@ def test_parser_rejects_malformed(raw, finish, code):
     ({**GOOD, "positive_document": "too short"}, "too_short"),
     ({**GOOD, "positive_document": "x" * 241}, "too_long"),
     ({**GOOD, "user_query": "12.5 %"}, "no_text"),
-    ({**GOOD, "user_query": "Roast the pumpkin, then blend it", "positive_document": "roast the pumpkin then blend it."},
+    ({**GOOD, "user_query": "Roast the pumpkin, then blend it", "positive_document": "roast the pumpkin,  then blend it."},
      "copies_query"),
     ({**GOOD, "hard_negative_document": GOOD["positive_document"].upper()}, "negative_equals_positive"),
 ])
