@@ -1,0 +1,102 @@
+"""Serving helpers without Ray: config files, input parsing, limits, post-processing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from synthembed.config import ConfigError, load_config
+from synthembed.serve import ServeConfig
+from synthembed.serve.batching import from_base64, padded_tokens, postprocess, to_base64
+from synthembed.serve.errors import APIError
+from synthembed.serve.limits import parse_input, prepare_token_ids, resolve_instruction, tokenize_texts
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_profile_section_and_serve_config_file_validate():
+    cfg = load_config(ServeConfig, REPO / "configs" / "cpu-tiny.yaml", ["serve.model.source=tiny-llama"], section="serve")
+    assert cfg.model.source == "tiny-llama" and cfg.model_name == "tiny-llama"
+    from ray.serve.schema import ServeDeploySchema
+
+    raw = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(raw)  # what `serve deploy` checks
+    app = schema.applications[0]
+    assert app.import_path == "synthembed.serve.app:app_builder"
+    ServeConfig.model_validate(app.args)  # the app args are a valid serve section
+    assert app.deployments[0].name == "EmbeddingService" and app.deployments[0].autoscaling_config
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="serve.limits.truncat|truncat"):
+        load_config(ServeConfig, REPO / "configs" / "cpu-tiny.yaml", ["serve.limits.truncat=end"], section="serve")
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        ServeConfig(model={"source": "tiny-llama", "max_length": 512}, batching={"max_batch_tokens": 100})
+
+
+@pytest.mark.parametrize(
+    "raw, param",
+    [("", "input"), ([], "input"), (["a", 1], "input[1]"), (["a", ""], "input[1]"), ({"a": 1}, "input"),
+     ([[1, 2], [3, "x"]], "input[1][1]"), ([[1], []], "input[1]"), (["a"] * 5, "input")],
+)
+def test_parse_input_names_the_bad_item(raw, param):
+    with pytest.raises(APIError) as err:
+        parse_input(raw, max_items=4)
+    assert err.value.param == param and err.value.status in (400, 413)
+
+
+def test_parse_input_forms():
+    assert parse_input("a", 4) == (["a"], None)
+    assert parse_input(["a", "b"], 4) == (["a", "b"], None)
+    assert parse_input([1, 2, 3], 4) == (None, [[1, 2, 3]])
+    assert parse_input([[1], [2, 3]], 4) == (None, [[1], [2, 3]])
+
+
+def test_instruction_rules():
+    assert resolve_instruction(None, None, None) is None
+    assert resolve_instruction(None, "find it", None) == "find it"
+    assert resolve_instruction("query", None, "default") == "default"
+    assert resolve_instruction("document", None, "default") is None
+    for args in [("query", None, None), ("document", "x", None), (None, "  ", None)]:
+        with pytest.raises(APIError) as err:
+            resolve_instruction(*args)
+        assert err.value.param == "instruction"
+
+
+def test_tokenize_cap_truncate_and_reject(tiny_embedder):
+    texts, cap = ["short", "x" * 100], 32
+    tok = tokenize_texts(tiny_embedder, texts, None, cap, "end")
+    assert tok.ids == tiny_embedder.tokenize(texts, max_length=cap) and tok.truncated == 1
+    assert tok.tokens == len(tok.ids[0]) + cap
+    with pytest.raises(APIError) as err:
+        tokenize_texts(tiny_embedder, texts, None, cap, "reject")
+    assert err.value.param == "input[1]" and err.value.code == "input_too_long"
+    # exactly at the cap is not "too long"
+    fits = "y" * (cap - 2)  # BOS + text + EOS = cap
+    assert len(tokenize_texts(tiny_embedder, [fits], None, cap, "reject").ids[0]) == cap
+
+
+def test_token_ids_vocab_and_eos(tiny_embedder):
+    eos, vocab = tiny_embedder.eos_id, 50
+    tok = prepare_token_ids([[1, 5, eos], [7] * 40], vocab, eos, cap=16, truncate="end")
+    assert tok.ids[0] == [1, 5, eos] and tok.ids[1] == [7] * 15 + [eos] and tok.truncated == 1
+    for bad in ([[1, 50]], [[-1]]):
+        with pytest.raises(APIError) as err:
+            prepare_token_ids(bad, vocab, eos, 16, "end")
+        assert err.value.code == "invalid_token_id"
+    with pytest.raises(APIError):
+        prepare_token_ids([[7] * 40], vocab, eos, 16, "reject")
+
+
+def test_postprocess_cut_then_renormalise_and_base64():
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(3, 10)).astype(np.float32)
+    full = postprocess(v, None, True)
+    np.testing.assert_allclose(np.linalg.norm(full, axis=1), 1, atol=1e-6)
+    cut = postprocess(v, 4, True)
+    np.testing.assert_allclose(cut, v[:, :4] / np.linalg.norm(v[:, :4], axis=1, keepdims=True), atol=1e-6)
+    np.testing.assert_array_equal(from_base64(to_base64(full[0])), full[0])
+    assert padded_tokens([[1, 2, 3], [1]]) == 6
