@@ -19,6 +19,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the test suite may reach a model hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Ray reads this once, when it is first imported: the test cluster keeps Ray 2.60's token auth on.
+os.environ["RAY_AUTH_MODE"] = "token"
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -76,7 +78,6 @@ def ray_cluster(tmp_path_factory):
     lock = open("/tmp/synthembed-ray.lock", "w")
     fcntl.flock(lock, fcntl.LOCK_EX)
     env = _ray_env()
-    os.environ["RAY_AUTH_MODE"] = "token"
     ray_bin = str(VENV_BIN / "ray")
     subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True)
     temp_dir = Path("/tmp") / f"synthembed-ray-{os.getpid()}"
