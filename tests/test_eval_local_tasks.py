@@ -177,3 +177,14 @@ def test_classification_limits_keep_every_label(shared_data):
     split = data.subsets["default"]
     assert len(split["test"]["label"]) == 154 and len(set(split["test"]["label"])) == 77
     assert len(split["train"]["label"]) == 231 and len(set(split["train"]["label"])) == 77
+
+
+def test_hub_task_offline_fails_with_a_clear_message(monkeypatch):
+    """The hub path is real (mteb's own load_data); offline it names the task and the local alternative."""
+    from synthembed.evaluate import HubTaskError, load_task
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubTaskError, match=r"SciFact.*could not load its data from the Hugging Face hub.*path: <folder>"):
+        load_task(TaskSpec(name="SciFact"))
+    with pytest.raises(HubTaskError, match="not an mteb task"):
+        load_task(TaskSpec(name="NoSuchTask"))
