@@ -10,7 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from synthembed.config import add_config_args, dump_config, load_job_config
+from synthembed.config import add_config_args, dump_config, enter_submit_dir, load_job_config
 from synthembed.embed import EmbedConfig, run
 
 
@@ -21,6 +21,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--instruction", default=None, help="embed the texts as queries with this instruction")
     args = parser.parse_args()
+    enter_submit_dir()
     config = load_job_config(EmbedConfig, args, section="embed")
     print(dump_config(config))
     out = run(config, args.input, args.output, args.instruction)

@@ -18,7 +18,7 @@ case "${1:-}" in
   submit)
     shift; [[ "${1:-}" == "--" ]] && shift
     ray job submit --address "$ADDRESS" --working-dir . \
-      --runtime-env-json '{"env_vars": {"HF_HUB_OFFLINE": "'"$HF_HUB_OFFLINE"'", "TOKENIZERS_PARALLELISM": "false"}}' \
+      --runtime-env-json '{"env_vars": {"HF_HUB_OFFLINE": "'"$HF_HUB_OFFLINE"'", "TOKENIZERS_PARALLELISM": "false", "SYNTHEMBED_WORKDIR": "'"$PWD"'"}}' \
       -- "$@" ;;
   status) ray status; ray job list --address "$ADDRESS" ;;
   stop) ray stop ;;

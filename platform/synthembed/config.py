@@ -153,3 +153,19 @@ def load_job_config(cls: type[T], args: argparse.Namespace, section: str) -> T:
         return load_config(cls, args.config, args.overrides, section=section if args.config else None)
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
+
+
+def enter_submit_dir() -> None:
+    """Run from the directory the job was submitted from, when it exists on this node.
+
+    `ray job submit --working-dir .` runs the entry point inside an uploaded copy of the repo, where
+    paths relative to the user's checkout (`../shared/data`, `outputs/...`) mean nothing. The submit
+    script passes the checkout's path as SYNTHEMBED_WORKDIR; on a single-node cluster it exists, so
+    relative paths in configs keep the meaning they had when the user typed them. (On a remote cluster
+    it does not exist and configs use absolute, shared paths.)
+    """
+    import os
+
+    workdir = os.environ.get("SYNTHEMBED_WORKDIR")
+    if workdir and Path(workdir).is_dir():
+        os.chdir(workdir)

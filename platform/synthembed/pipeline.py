@@ -1,0 +1,204 @@
+"""generate -> train -> evaluate -> deploy, as one resumable job.
+
+Each stage writes into `<output_root>/<stage>` and is complete once its manifest exists; a resubmitted
+pipeline skips complete stages and lets an incomplete one resume on its own terms (generation keeps its
+finished Parquet parts, training restarts from its latest Ray Train checkpoint). The stages are wired by
+path here and nowhere else: the generated examples feed training, the merged model feeds evaluation
+(beside the base model, for the comparison table) and serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from synthembed.config import StrictModel
+from synthembed.embed import EmbedConfig
+from synthembed.evaluate.config import EvaluateConfig
+from synthembed.serve.config import ServeConfig
+from synthembed.synth.config import GenerateConfig
+from synthembed.train.config import DataSource, TrainConfig
+
+log = logging.getLogger(__name__)
+
+STAGES = ("generate", "train", "evaluate", "deploy")
+MANIFEST = "manifest.json"
+
+
+class PipelineConfig(StrictModel):
+    """A whole cluster profile (configs/*.yaml): one section per stage plus where the run lives."""
+
+    output_root: str = Field("outputs/pipeline", description="every stage writes under <output_root>/<stage>")
+    stages: list[Literal["generate", "train", "evaluate", "deploy"]] = Field(default_factory=lambda: list(STAGES))
+    embed: EmbedConfig | None = Field(None, description="used by jobs/embed.py only")
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+
+
+def wire(config: PipelineConfig) -> PipelineConfig:
+    """Point each stage at the previous stage's output; the per-stage paths in the file are ignored."""
+    root = Path(config.output_root).expanduser().resolve()
+    generate = config.generate.model_copy(update={"output_dir": str(root / "generate")})
+    generated = DataSource(path=str(root / "generate"))
+    train = config.train.model_copy(
+        update={"data": [generated, *config.train.data], "storage_path": str(root), "name": "train", "output_dir": None}
+    )
+    merged = str(root / "train" / "merged")
+    serve_model = config.serve.model.model_copy(update={"source": merged, "adapter": None})
+    return config.model_copy(
+        update={
+            "generate": generate,
+            "train": train,
+            "serve": config.serve.model_copy(update={"model": serve_model}),
+        }
+    )
+
+
+def evaluation_configs(config: PipelineConfig) -> tuple[EvaluateConfig, EvaluateConfig]:
+    """The base model and the fine-tuned one, on the same tasks, the second compared to the first."""
+    root = Path(config.output_root).expanduser().resolve()
+    base_model = config.evaluate.model.model_copy(
+        update={"source": config.train.model.source, "adapter": None, "name": "base"}
+    )
+    tuned_model = config.evaluate.model.model_copy(
+        update={"source": str(root / "train" / "merged"), "adapter": None, "name": "fine-tuned"}
+    )
+    base = config.evaluate.model_copy(update={"model": base_model, "output_dir": str(root / "evaluate" / "base")})
+    tuned = config.evaluate.model_copy(
+        update={"model": tuned_model, "output_dir": str(root / "evaluate" / "tuned"), "compare_with": [base.output_dir]}
+    )
+    return base, tuned
+
+
+def preflight(config: PipelineConfig) -> list[str]:
+    """Problems that would make a stage fail later, found before any compute; [] when there are none."""
+    from synthembed.model.loading import PACKAGED_MODELS, TINY_MODELS
+
+    problems = []
+    for i, source in enumerate(config.train.data):
+        if not Path(source.path).expanduser().exists():
+            problems.append(f"train.data[{i}].path: {source.path} does not exist")
+    for i, task in enumerate(config.evaluate.tasks):
+        if task.path and not Path(task.path).expanduser().is_dir():
+            problems.append(f"evaluate.tasks[{i}].path: {task.path} is not a folder")
+    src = config.train.model.source
+    looks_like_path = src.startswith((".", "/", "~")) or src.endswith(".gguf")
+    if src not in PACKAGED_MODELS and src not in TINY_MODELS and looks_like_path and not Path(src).expanduser().exists():
+        problems.append(f"train.model.source: {src} does not exist")
+    if config.stages != [s for s in STAGES if s in config.stages]:
+        problems.append(f"stages must keep the order {list(STAGES)}, got {config.stages}")
+    return problems
+
+
+def _done(folder: Path) -> bool:
+    return (folder / MANIFEST).is_file()
+
+
+def run(config: PipelineConfig) -> dict:
+    """Run (or resume) the stages in `config.stages`; return the summary that is also printed."""
+    problems = preflight(config)
+    if problems:
+        raise ValueError("pipeline config:\n  " + "\n  ".join(problems))
+    config = wire(config)
+    root = Path(config.output_root).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float | str] = {}
+    summary: dict = {"output_root": str(root)}
+
+    def stage(name: str, folder: Path, fn) -> None:
+        if name not in config.stages:
+            timings[name] = "not requested"
+            return
+        if name != "deploy" and _done(folder):
+            log.info("stage %s: complete (%s), skipping", name, folder / MANIFEST)
+            timings[name] = "skipped (complete)"
+            return
+        log.info("stage %s: starting", name)
+        t0 = time.time()
+        fn()
+        timings[name] = round(time.time() - t0, 1)
+
+    from synthembed import evaluate, synth, train
+
+    stage("generate", root / "generate", lambda: synth.run(config.generate))
+    stage("train", root / "train", lambda: train.run(config.train))
+    base_eval, tuned_eval = evaluation_configs(config)
+
+    def _evaluate() -> None:
+        if not _done(Path(base_eval.output_dir)):
+            evaluate.run(base_eval)
+        evaluate.run(tuned_eval)
+        (root / "evaluate" / MANIFEST).write_text(json.dumps({"base": base_eval.output_dir, "tuned": tuned_eval.output_dir}))
+
+    stage("evaluate", root / "evaluate", _evaluate)
+
+    def _deploy() -> None:
+        from synthembed.serve import deploy
+
+        summary["endpoint"] = deploy(config.serve)
+
+    stage("deploy", root / "deploy", _deploy)
+    summary["stage_seconds"] = timings
+    summary.update(collect_summary(root, config))
+    (root / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
+
+
+def collect_summary(root: Path, config: PipelineConfig) -> dict:
+    """Data statistics, training curve, evaluation table and a working curl line, from the stage outputs."""
+    out: dict = {}
+    stats = root / "generate" / "stats.json"
+    if stats.is_file():
+        data = json.loads(stats.read_text())
+        out["data"] = {k: data[k] for k in ("examples", "rejects", "by_task_type", "languages", "validity_by_engine") if k in data}
+    manifest = root / "train" / MANIFEST
+    if manifest.is_file():
+        train = json.loads(manifest.read_text())
+        curve = [json.loads(line) for line in (root / "train" / "curve.jsonl").read_text().splitlines() if line]
+        out["training"] = {
+            "steps": train.get("steps"),
+            "first_loss": train.get("first_loss"),
+            "final_loss": train.get("final_loss"),
+            "curve": [(r["step"], round(r["loss"], 4)) for r in curve],
+            "curve_png": str(root / "train" / "curve.png"),
+        }
+    report = root / "evaluate" / "tuned" / "report.md"
+    if report.is_file():
+        out["evaluation_report"] = str(report)
+        out["evaluation_table"] = report.read_text()
+    if "deploy" in config.stages:
+        base = f"http://127.0.0.1:{config.serve.port}{config.serve.route_prefix.rstrip('/')}"
+        body = json.dumps({"model": config.serve.model_name, "input": ["hello world"]})
+        key = f" -H \"Authorization: Bearer ${config.serve.api_key_env}\"" if _env_set(config.serve.api_key_env) else ""
+        out["endpoint"] = base
+        out["curl"] = f"curl -s {base}/v1/embeddings -H 'Content-Type: application/json'{key} -d '{body}'"
+    return out
+
+
+def _env_set(name: str) -> bool:
+    import os
+
+    return bool(os.environ.get(name))
+
+
+def format_summary(summary: dict) -> str:
+    lines = ["", "=" * 72, "synthembed pipeline summary", "=" * 72, f"outputs: {summary['output_root']}"]
+    lines.append("stage wall time (s): " + ", ".join(f"{k}={v}" for k, v in summary.get("stage_seconds", {}).items()))
+    if "data" in summary:
+        lines.append("data: " + json.dumps(summary["data"], default=str)[:1500])
+    if "training" in summary:
+        t = summary["training"]
+        lines.append(f"training: {t['steps']} steps, loss {t['first_loss']} -> {t['final_loss']} (curve: {t['curve_png']})")
+        lines.append("  curve: " + " ".join(f"{s}:{l}" for s, l in t["curve"]))
+    if "evaluation_table" in summary:
+        lines += ["evaluation (base vs fine-tuned):", summary["evaluation_table"]]
+    if "curl" in summary:
+        lines += [f"endpoint: {summary['endpoint']}/v1/embeddings", f"try: {summary['curl']}"]
+    return "\n".join(lines)
