@@ -1,0 +1,144 @@
+"""The end-to-end pipeline job: bad configs fail before compute; a job killed during training and
+resubmitted does not redo generation, resumes training and ends with a working endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, SHARED_DATA, VENV_BIN
+
+
+def _check(tmp_path, config: dict, *overrides: str) -> subprocess.CompletedProcess:
+    path = tmp_path / "profile.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cmd = [str(VENV_BIN / "python"), "jobs/pipeline.py", "--config", str(path), "--check"]
+    for item in overrides:
+        cmd += ["--set", item]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def _profile(root: Path) -> dict:
+    return {
+        "output_root": str(root),
+        "generate": {
+            "num_examples": 12, "min_per_type": 2, "tasks_per_brainstorm": 3, "examples_per_task": 2,
+            "lengths": {"short_min": 2, "short_max": 60, "long_min": 20, "long_max": 160},
+            "brainstorm_max_chars": 100, "commit_every": 4,
+            "engine": {"kind": "embedded", "model": "smollm2-135m", "batch_size": 4, "sampling": {"max_tokens": 300}},
+        },
+        "train": {
+            "model": {"source": "smollm2-135m", "max_length": 32},
+            "batch_size": 4, "max_steps": 10, "warmup_steps": 2, "checkpoint_every": 2,
+            "lora": {"r": 4, "target_modules": ["q_proj", "v_proj"]},
+        },
+        "evaluate": {
+            "model": {"max_length": 32, "batch_size": 32},
+            "tasks": [{"path": str(SHARED_DATA / "stsbenchmark"), "limit": 60}],
+            "ray": {"enabled": False},
+            "classification_protocols": ["mteb"],
+        },
+        "serve": {"model": {"max_length": 64}, "deployment": {"num_cpus": 0.5}},
+    }
+
+
+def test_check_accepts_the_shipped_profile():
+    proc = subprocess.run(
+        [str(VENV_BIN / "python"), "jobs/pipeline.py", "--config", "configs/cpu-tiny.yaml", "--check"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "config OK" in proc.stdout
+
+
+def test_bad_key_fails_before_compute(tmp_path):
+    proc = _check(tmp_path, _profile(tmp_path / "run"), "train.learning_rate=1e-4")
+    assert proc.returncode != 0
+    assert "train.learning_rate: unknown key" in proc.stderr and "lr" in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_value_fails_naming_the_key(tmp_path):
+    proc = _check(tmp_path, _profile(tmp_path / "run"), "stages=[train,generate]")
+    assert proc.returncode != 0 and "stages must keep the order" in proc.stderr
+
+
+def test_missing_input_fails_before_compute(tmp_path):
+    config = _profile(tmp_path / "run")
+    config["train"]["data"] = [{"path": str(tmp_path / "labeled.parquet")}]
+    config["evaluate"]["tasks"].append({"path": str(tmp_path / "no-such-task")})
+    proc = _check(tmp_path, config)
+    assert proc.returncode != 0
+    assert "train.data[0].path" in proc.stderr and "evaluate.tasks[1].path" in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def _submit(address: str, submission_id: str, config: Path, wait: bool) -> subprocess.CompletedProcess:
+    env = dict(os.environ, RAY_AUTH_MODE="token", PATH=f"{VENV_BIN}:{os.environ['PATH']}")
+    cmd = [str(VENV_BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
+           "--submission-id", submission_id,
+           "--runtime-env-json", json.dumps({"env_vars": {"SYNTHEMBED_WORKDIR": str(REPO), "HF_HUB_OFFLINE": "1"}})]
+    if not wait:
+        cmd.append("--no-wait")
+    cmd += ["--", "python", "jobs/pipeline.py", "--config", str(config)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+
+
+@pytest.mark.slow
+def test_killed_during_training_then_resubmitted_resumes(ray_cluster, tmp_path):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    root = tmp_path / "run"
+    config_path = tmp_path / "profile.yaml"
+    config_path.write_text(yaml.safe_dump(_profile(root)))
+    client = JobSubmissionClient(ray_cluster)
+    first = f"pipeline-a-{os.getpid()}"
+    proc = _submit(ray_cluster, first, config_path, wait=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    deadline = time.time() + 1200
+    while time.time() < deadline:  # kill as soon as training has written its first checkpoint
+        if list((root / "train").glob("checkpoint_*")):
+            break
+        status = client.get_job_status(first)
+        assert status not in (JobStatus.FAILED, JobStatus.SUCCEEDED), client.get_job_logs(first)[-4000:]
+        time.sleep(2)
+    else:
+        pytest.fail("training never wrote a checkpoint:\n" + client.get_job_logs(first)[-4000:])
+    client.stop_job(first)
+    while client.get_job_status(first) not in (JobStatus.STOPPED, JobStatus.FAILED, JobStatus.SUCCEEDED):
+        time.sleep(1)
+    assert client.get_job_status(first) != JobStatus.SUCCEEDED
+    assert not (root / "train" / "manifest.json").exists()
+
+    generated = {p: p.stat().st_mtime_ns for p in (root / "generate").rglob("*.parquet")}
+    assert (root / "generate" / "manifest.json").exists() and generated
+
+    second = f"pipeline-b-{os.getpid()}"
+    proc = _submit(ray_cluster, second, config_path, wait=True)
+    logs = client.get_job_logs(second)
+    assert proc.returncode == 0 and client.get_job_status(second) == JobStatus.SUCCEEDED, logs[-5000:]
+
+    assert "stage generate: complete" in logs and "stage generate: starting" not in logs
+    assert {p: p.stat().st_mtime_ns for p in (root / "generate").rglob("*.parquet")} == generated
+    manifest = json.loads((root / "train" / "manifest.json").read_text())
+    assert manifest["steps"] == 10
+    steps = [json.loads(line)["step"] for line in (root / "train" / "curve.jsonl").read_text().splitlines() if line]
+    assert steps == list(range(1, 11))  # one record per step: the resumed run continued, it did not restart
+
+    summary = json.loads((root / "summary.json").read_text())
+    assert "fine-tuned" in summary["evaluation_table"] and "base" in summary["evaluation_table"]
+    request = urllib.request.Request(
+        summary["endpoint"] + "/v1/embeddings",
+        data=json.dumps({"input": ["hello world"], "model": "merged"}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    body = json.loads(urllib.request.urlopen(request, timeout=60).read())
+    assert len(body["data"][0]["embedding"]) == 576  # SmolLM2's hidden size: the fine-tuned model is served
