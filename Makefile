@@ -17,3 +17,17 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest tests -q -ra -m "not slow"
+
+# Local cluster: start a head on this machine, submit the pipeline, follow a job, stop.
+.PHONY: cluster-up pipeline logs cluster-down
+cluster-up: setup
+	./scripts/cluster.sh start
+
+pipeline: setup
+	./scripts/demo.sh
+
+logs:
+	./scripts/cluster.sh logs $(JOB)
+
+cluster-down:
+	./scripts/cluster.sh stop

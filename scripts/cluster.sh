@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # A local Ray cluster on this machine, driven the way users drive a real one.
 #   scripts/cluster.sh start            head node; dashboard + Jobs API on 127.0.0.1:8265, token auth on
-#   scripts/cluster.sh submit -- CMD..  `ray job submit` CMD with this repo as the working dir, wait, stream logs
+#   scripts/cluster.sh submit [--submission-id ID] -- CMD..
+#                                       `ray job submit` CMD with this repo as the working dir, wait, stream logs
+#   scripts/cluster.sh logs ID          follow a job's logs
+#   scripts/cluster.sh token            create ~/.ray/auth_token if missing (cluster.yaml copies it to every node)
 #   scripts/cluster.sh status | stop
 # Ray 2.60 enables token authentication by default: the token lives in ~/.ray/auth_token and clients
 # need RAY_AUTH_MODE=token to send it. We keep auth on rather than opting out.
@@ -16,11 +19,15 @@ case "${1:-}" in
       --num-cpus="${RAY_NUM_CPUS:-4}" --disable-usage-stats
     echo "dashboard: $ADDRESS (token in ~/.ray/auth_token)" ;;
   submit)
-    shift; [[ "${1:-}" == "--" ]] && shift
-    ray job submit --address "$ADDRESS" --working-dir . \
+    shift; EXTRA=()
+    while [[ $# -gt 0 && "$1" != "--" ]]; do EXTRA+=("$1"); shift; done
+    [[ "${1:-}" == "--" ]] && shift
+    ray job submit --address "$ADDRESS" --working-dir . "${EXTRA[@]}" \
       --runtime-env-json '{"env_vars": {"HF_HUB_OFFLINE": "'"$HF_HUB_OFFLINE"'", "TOKENIZERS_PARALLELISM": "false", "SYNTHEMBED_WORKDIR": "'"$PWD"'"}}' \
       -- "$@" ;;
+  token) ray get-auth-token --generate >/dev/null && echo "token in ~/.ray/auth_token" ;;
+  logs) ray job logs --address "$ADDRESS" -f "$2" ;;
   status) ray status; ray job list --address "$ADDRESS" ;;
   stop) ray stop ;;
-  *) echo "usage: $0 start | submit -- CMD... | status | stop" >&2; exit 2 ;;
+  *) echo "usage: $0 start | token | submit [--submission-id ID] -- CMD... | logs ID | status | stop" >&2; exit 2 ;;
 esac
