@@ -1,0 +1,146 @@
+"""Benchmark: the same generation requests through (a) the Ray Data pipeline and (b) the engine called directly.
+
+Engine: the embedded one of configs/cpu-tiny.yaml (SmolLM2-135M-Instruct behind llama.cpp's OpenAI-compatible
+server, JSON-schema guided). Both sides send identical requests (same prompts, schemas and per-request
+seeds) to the same server, so they generate the same tokens; the ratio measures what the pipeline costs
+(Ray Data scheduling, the ray.data.llm HTTP stage, validation on workers, streaming to the driver), including
+its actor start-up. The valid-example rate is the share of requests whose output passes the validator.
+
+    flock /tmp/synthembed-bench.lock flock /tmp/synthembed-ray.lock .venv/bin/python bench/generate.py [--rows 24 --repeats 2]
+
+Writes bench/results/generate.json: ratio (pipeline / direct examples per second), valid_rate, throughputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "platform"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import spread, write_result  # noqa: E402
+
+from synthembed.config import load_config  # noqa: E402
+from synthembed.synth.config import GenerateConfig  # noqa: E402
+from synthembed.synth.engines import EmbeddedServer, apply_engine, chat_payload, parse_chat_response, post_chat  # noqa: E402
+from synthembed.synth.parse import Rejected, parse_json_object, validate_example  # noqa: E402
+from synthembed.synth.pipeline import Validate, build_plan, request_row  # noqa: E402
+from synthembed.synth.prompts import BRAINSTORM  # noqa: E402
+from synthembed.synth.tasks import ASYMMETRIC, TASK_TYPES, allocate_counts  # noqa: E402
+
+
+def make_requests(cfg: GenerateConfig, n: int) -> list[dict]:
+    # Fixed task definitions (the brainstorm prompts' own examples) so both sides see identical prompts.
+    pools = {t: list(BRAINSTORM[t]["examples"]) for t in ASYMMETRIC}
+    counts = allocate_counts(n, {t: 1.0 for t in TASK_TYPES})
+    plan = build_plan(cfg.model_copy(update={"languages": ["English", "German", "French", "Spanish", "Japanese",
+                                                           "Russian", "Swahili", "Chinese (Simplified)"]}),
+                      counts, pools)
+    return [request_row(r, cfg, 0) for r in plan]
+
+
+def direct(cfg: GenerateConfig, srv: EmbeddedServer, requests: list[dict]) -> dict:
+    bounds = cfg.lengths.as_dict()
+    t0 = time.perf_counter()
+    valid = tokens = 0
+    for r in requests:
+        payload = chat_payload(cfg.engine, srv.alias, json.loads(r["messages"]), json.loads(r["schema"]), r["seed"])
+        out = parse_chat_response(post_chat(srv.base_url, payload))
+        tokens += out["tokens_out"]
+        try:
+            if out["error"]:
+                raise Rejected("engine_error", out["error"])
+            validate_example(r["task_type"], parse_json_object(out["text"], out["finish_reason"]),
+                             json.loads(r["placeholders"]), bounds)
+            valid += 1
+        except Rejected:
+            pass
+    wall = time.perf_counter() - t0
+    return {"wall_s": wall, "valid": valid, "tokens_out": tokens}
+
+
+def pipeline(cfg: GenerateConfig, srv: EmbeddedServer, requests: list[dict]) -> dict:
+    import ray
+
+    t0 = time.perf_counter()
+    ds = ray.data.from_items(requests, override_num_blocks=min(len(requests), 64))
+    ds = apply_engine(ds, cfg.engine, srv.base_url, srv.alias).map(
+        Validate(cfg.engine.label, 0, False, cfg.lengths.as_dict(), metrics=False))
+    valid = tokens = 0
+    for row in ds.iter_rows():
+        rec = json.loads(row["payload"])
+        tokens += int(rec.get("tokens_out") or 0)
+        valid += row["kind"] == "example"
+    wall = time.perf_counter() - t0
+    return {"wall_s": wall, "valid": valid, "tokens_out": tokens}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=24)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    load_start = os.getloadavg()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    cfg = load_config(GenerateConfig, ROOT / "configs" / "cpu-tiny.yaml", section="generate")
+    requests = make_requests(cfg, args.rows)
+    import ray
+
+    ray.init(include_dashboard=False, log_to_driver=False)
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    results = {"direct": [], "pipeline": []}
+    with EmbeddedServer(cfg.engine) as srv:
+        post_chat(srv.base_url, chat_payload(cfg.engine, srv.alias, [{"role": "user", "content": "hi"}], None, 0))
+        for rep in range(args.repeats):  # interleaved, so load changes hit both sides alike
+            for side, fn in (("direct", direct), ("pipeline", pipeline)):
+                r = fn(cfg, srv, requests)
+                r["examples_per_s"] = r["valid"] / r["wall_s"]
+                r["requests_per_s"] = len(requests) / r["wall_s"]
+                r["tokens_out_per_s"] = r["tokens_out"] / r["wall_s"]
+                results[side].append(r)
+                print(f"rep {rep} {side:8s} wall {r['wall_s']:6.1f}s  valid {r['valid']}/{len(requests)}  "
+                      f"{r['examples_per_s']:.3f} ex/s  {r['tokens_out_per_s']:.1f} tok/s", flush=True)
+    ray.shutdown()
+
+    def med(side, key):
+        return statistics.median(r[key] for r in results[side])
+
+    ratio = med("pipeline", "requests_per_s") / med("direct", "requests_per_s")
+    attempts = sum(len(requests) for side in results for _ in results[side])
+    valid_rate = sum(r["valid"] for side in results for r in results[side]) / attempts
+    print("\n| side | wall s (median) | requests/s | examples/s | output tok/s | valid |")
+    print("|---|---|---|---|---|---|")
+    for side in ("direct", "pipeline"):
+        print(f"| {side} | {med(side, 'wall_s'):.1f} | {med(side, 'requests_per_s'):.3f} | "
+              f"{med(side, 'examples_per_s'):.3f} | {med(side, 'tokens_out_per_s'):.1f} | "
+              f"{sum(r['valid'] for r in results[side])}/{len(requests) * len(results[side])} |")
+    print(f"\nratio (pipeline / direct, requests/s) = {ratio:.3f}   valid_rate = {valid_rate:.3f}")
+    path = write_result("generate", {
+        "ratio": ratio,
+        "valid_rate": valid_rate,
+        "rows": len(requests), "repeats": args.repeats,
+        "engine": cfg.engine.label, "guided_decoding": cfg.engine.resolved_response_format(),
+        "max_tokens": cfg.engine.sampling.max_tokens, "lengths": cfg.lengths.model_dump(),
+        "direct": {k: spread([r[k] for r in results["direct"]]) for k in
+                   ("wall_s", "requests_per_s", "examples_per_s", "tokens_out_per_s")},
+        "pipeline": {k: spread([r[k] for r in results["pipeline"]]) for k in
+                     ("wall_s", "requests_per_s", "examples_per_s", "tokens_out_per_s")},
+        "loadavg_at_start": load_start,
+        "same_tokens_both_sides": [r["tokens_out"] for r in results["direct"]] == [r["tokens_out"] for r in results["pipeline"]],
+        "command": "flock /tmp/synthembed-bench.lock flock /tmp/synthembed-ray.lock .venv/bin/python bench/generate.py",
+    })
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""Integration: real Ray Data runs against real llama.cpp servers (the packaged SmolLM2 GGUF).
+
+Small on purpose (2-core CI): a handful of rows, short fields, few tokens. Outputs of a 135M model are
+shallow; these tests check structure, bookkeeping and the engine paths, not content quality.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from synthembed.synth import EXAMPLE_SCHEMA, GenerateConfig, read_examples, run
+from synthembed.synth.pipeline import _outcomes
+from synthembed.synth.tasks import TASK_TYPES
+
+pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python[server] (scripts/setup.sh)")
+
+REPO = Path(__file__).resolve().parents[1]
+LANGS = {lang: 1.0 for lang in ("English", "German", "French", "Spanish", "Japanese", "Swahili", "Russian")}
+SMALL_LENGTHS = {"short_min": 2, "short_max": 60, "long_min": 20, "long_max": 160}
+
+
+def _engine(name: str, **kw) -> dict:
+    base = {"kind": "embedded", "name": name, "model": "smollm2-135m", "batch_size": 4, "n_threads": 2,
+            "sampling": {"temperature": 1.0, "top_p": 1.0, "max_tokens": 300}}
+    base.update(kw)
+    return base
+
+
+def _config(out: Path, **kw) -> GenerateConfig:
+    base = dict(output_dir=str(out), num_examples=6, seed=0, language_weights=LANGS, tasks_per_brainstorm=3,
+                examples_per_task=1, lengths=SMALL_LENGTHS, brainstorm_max_chars=100, commit_every=4,
+                engine=_engine("embedded"), fallback=None)
+    base.update(kw)
+    return GenerateConfig.model_validate(base)
+
+
+def _check_accounting(out: Path) -> tuple:
+    """Every planned request ends exactly once: one example, or a final reject; ids are unique."""
+    plan = pq.read_table(out / "plan.parquet").column("request_id").to_pylist()
+    ex, rj = _outcomes(out)
+    ex_rids = ex.column("request_id").to_pylist()
+    assert len(ex_rids) == len(set(ex_rids)), "a request produced two examples"
+    ids = ex.column("id").to_pylist()
+    assert len(ids) == len(set(ids)), "duplicate example ids were kept"
+    final = {r["request_id"] for r in rj.to_pylist() if r["stage"] == "example" and not r["retry_next"]}
+    assert set(ex_rids).isdisjoint(final)
+    assert set(ex_rids) | final == set(plan)
+    for r in rj.to_pylist():
+        assert r["reason"] and r["generator"]
+        assert r["raw"] is not None  # raw output (or the error body) is kept
+    return plan, ex, rj
+
+
+@pytest.mark.slow
+def test_embedded_run_all_six_types_many_languages(ray_cluster, tmp_path):
+    out = tmp_path / "gen"
+    cfg = _config(out, num_examples=18, task_mix={t: 1.0 for t in TASK_TYPES}, min_per_type=3,
+                  fallback=_engine("fallback", sampling={"temperature": 0.3, "top_p": 0.9, "max_tokens": 300}))
+    assert run(cfg) == out
+    assert (out / "manifest.json").exists() and (out / "summary.md").exists()
+    ex = read_examples(out)
+    assert ex.schema.equals(EXAMPLE_SCHEMA)
+    rows = ex.to_pylist()
+    assert {r["task_type"] for r in rows} == set(TASK_TYPES), "every task type has valid rows"
+    assert len({r["language"] for r in rows}) >= 5
+    for r in rows:
+        assert r["query"].strip() and r["positive"].strip() and r["instruction"].strip()
+        assert (r["hard_negative"] is None) == (r["task_type"] in ("short_short", "long_long"))
+        assert r["generator"] in ("embedded:smollm2-135m", "fallback:smollm2-135m")
+        assert json.loads(r["placeholders"]) is not None and r["prompt_version"]
+        assert len(r["query"]) <= 160 and len(r["positive"]) <= 160
+        if r["task_type"] == "bitext":
+            assert r["src_language"] and r["tgt_language"] and r["src_language"] != r["tgt_language"]
+    plan, ex_t, rj = _check_accounting(out)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["examples"] == len(rows) and stats["requests_planned"] == 18 == len(plan)
+    assert stats["tokens_out"] > 0 and stats["tokens_in"] > stats["tokens_out"] / 10
+    assert sum(v["valid"] for v in stats["validity_per_engine"].values()) == len(rows)
+    bs = pq.read_table(out / "brainstorm.parquet").to_pylist()
+    assert {b["task_type"] for b in bs} == {"short_long", "long_short", "short_short", "long_long"}
+    # A complete folder is skipped: nothing is rewritten.
+    mtime = (out / "manifest.json").stat().st_mtime_ns
+    run(cfg)
+    assert (out / "manifest.json").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.slow
+def test_fallback_engine_takes_the_rows_the_primary_failed(ray_cluster, tmp_path):
+    out = tmp_path / "fb"
+    # The primary may emit only 6 tokens: every JSON object is cut off, a real engine failure mode.
+    cfg = _config(out, num_examples=4, task_mix={"sts": 1.0, "short_short": 1.0}, tasks_per_brainstorm=2,
+                  engine=_engine("primary", sampling={"temperature": 1.0, "top_p": 1.0, "max_tokens": 6}),
+                  fallback=_engine("fallback", sampling={"temperature": 0.5, "top_p": 0.9, "max_tokens": 300}))
+    run(cfg)
+    plan, ex, rj = _check_accounting(out)
+    assert ex.num_rows >= 2
+    assert set(ex.column("generator").to_pylist()) == {"fallback:smollm2-135m"}
+    primary = [r for r in rj.to_pylist() if r["engine_index"] == 0 and r["stage"] == "example"]
+    assert {r["request_id"] for r in primary} == set(plan), "every row was tried on the primary first"
+    assert all(r["retry_next"] and r["reason"].startswith("truncated") and r["raw"] for r in primary)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["validity_per_engine"]["primary:smollm2-135m"]["valid"] == 0
+    assert stats["brainstorm_rejects"] >= 1  # the brainstorm also went through the fallback
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def openai_server():
+    """A real OpenAI-compatible server (llama.cpp) with API-key auth, started by the test."""
+    from synthembed.model.loading import packaged_gguf_path
+
+    port, key = _free_port(), "test-key-7f3a"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(packaged_gguf_path("smollm2-135m")),
+         "--model_alias", "smol-openai", "--host", "127.0.0.1", "--port", str(port), "--n_threads", "2",
+         "--n_ctx", "2048", "--api_key", key],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url + "/models", headers={"Authorization": f"Bearer {key}"}),
+                                   timeout=2)
+            break
+        except OSError:
+            time.sleep(0.3)
+    yield url, key
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)
+
+
+@pytest.mark.slow
+def test_openai_compatible_endpoint_with_key_from_env(ray_cluster, tmp_path, openai_server, monkeypatch):
+    url, key = openai_server
+    engine = {"kind": "openai", "name": "openai", "model": "smol-openai", "base_url": url,
+              "api_key_env": "SYNTH_IT_API_KEY", "response_format": "json_object_schema", "batch_size": 2,
+              "qps": 5, "max_retries": 2, "retry_base_s": 0.5,
+              "sampling": {"temperature": 1.0, "top_p": 1.0, "max_tokens": 300}}
+    monkeypatch.setenv("SYNTH_IT_API_KEY", key)
+    out = tmp_path / "oa"
+    run(_config(out, num_examples=3, task_mix={"sts": 1.0, "bitext": 1.0}, engine=engine))
+    plan, ex, rj = _check_accounting(out)
+    assert ex.num_rows >= 1 and set(ex.column("generator").to_pylist()) == {"openai:smol-openai"}
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert key.encode() not in f.read_bytes(), f"API key leaked into {f}"
+    # A wrong key: the endpoint answers 401 and every row is rejected as an engine error, nothing crashes.
+    monkeypatch.setenv("SYNTH_IT_API_KEY", "wrong-key")
+    bad = tmp_path / "oa-bad"
+    run(_config(bad, num_examples=2, task_mix={"sts": 1.0}, engine=engine))
+    _, ex2, rj2 = _check_accounting(bad)
+    assert ex2.num_rows == 0 and {r["reason"].split(":")[0] for r in rj2.to_pylist()} == {"engine_error"}
+
+
+@pytest.mark.slow
+def test_kill_and_resume_without_duplicates(ray_cluster, tmp_path):
+    out = tmp_path / "resume"
+    cmd = [sys.executable, str(REPO / "jobs" / "generate.py"), "--config", str(REPO / "configs" / "cpu-tiny.yaml"),
+           "--set", f"generate.output_dir={out}", "--set", "generate.num_examples=12",
+           "--set", "generate.engine.batch_size=1",
+           "--set", "generate.task_mix={sts: 1, bitext: 1}", "--set", "generate.min_per_type=0",
+           "--set", "generate.commit_every=1", "--set", "generate.fallback=null",
+           "--set", "generate.languages=[English, German, French]"]
+    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:6390"}
+    log1 = open(tmp_path / "run1.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log1, stderr=subprocess.STDOUT, cwd=REPO)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((out / "examples").glob("*.parquet")):
+        assert proc.poll() is None, (tmp_path / "run1.log").read_text()[-3000:]
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)  # a hard kill: no cleanup code runs
+    proc.wait()
+    assert not (out / "manifest.json").exists()
+    before = {p.name: p.read_bytes() for p in (out / "examples").glob("*.parquet")}
+    before_rj = {p.name: p.read_bytes() for p in (out / "rejects").glob("*.parquet")}
+    done_before = sum(pq.read_table(out / "examples" / n).num_rows for n in before) + sum(
+        pq.read_table(out / "rejects" / n).num_rows for n in before_rj)
+    assert 1 <= done_before < 12, "kill it mid-run"
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO, timeout=400)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert (out / "manifest.json").exists()
+    for name, data in {**before}.items():  # committed work is kept as it was
+        assert (out / "examples" / name).read_bytes() == data
+    plan, ex, rj = _check_accounting(out)
+    runs = [json.loads(x) for x in (out / "runs.jsonl").read_text().splitlines()]
+    assert len(runs) == 1  # the killed run never finished
+    redone = runs[0].get("examples", 0) + runs[0].get("rejects", 0) + runs[0].get("duplicates", 0)
+    assert redone == len(plan) - done_before, "finished rows were generated again"
+
+
+@pytest.mark.slow
+def test_http_stage_sends_each_rows_own_schema(ray_cluster):
+    """Rows with different JSON schemas share an Arrow block; each request must carry its own schema."""
+    import ray
+
+    from synthembed.synth.config import EngineConfig
+    from synthembed.synth.engines import apply_engine
+    from synthembed.synth.prompts import example_schema
+
+    seen = []
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append(body)
+            data = json.dumps({"choices": [{"message": {"content": "{}"}, "finish_reason": "stop"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    bounds = {"short": (2, 50), "long": (5, 100)}
+    types = [("short_long", {}), ("sts", {"unit": "phrase"}), ("short_short", {}), ("long_short", {})]
+    rows = [{"request_id": str(i), "engine_index": 0, "seed": i, "messages": json.dumps([{"role": "user", "content": t}]),
+             "schema": json.dumps(example_schema(t, p, bounds))} for i, (t, p) in enumerate(types)]
+    engine = EngineConfig(kind="openai", base_url=url, response_format="json_object_schema", batch_size=4)
+    out = apply_engine(ray.data.from_items(rows, override_num_blocks=1), engine, url, "m").take_all()
+    srv.shutdown()
+    assert len(out) == 4 and len(seen) == 4
+    for body in seen:
+        t = body["messages"][0]["content"]
+        p = dict(types)[t]
+        assert body["response_format"]["schema"] == example_schema(t, p, bounds)
