@@ -288,6 +288,8 @@ def test_engine_config_errors_and_api_key_from_env(monkeypatch):
 def test_generate_config_from_yaml_and_errors(tmp_path):
     cfg = load_config(GenerateConfig, "configs/cpu-tiny.yaml", ["generate.num_examples=7"], section="generate")
     assert cfg.num_examples == 7 and cfg.engine.kind == "embedded" and cfg.fallback is not None
+    gpu = load_config(GenerateConfig, "configs/gpu-1node.yaml", section="generate")
+    assert gpu.engine.kind == "vllm" and gpu.fallback.kind == "openai" and gpu.fallback.api_key_env == "OPENAI_API_KEY"
     with pytest.raises(ConfigError, match="task_mix"):
         load_config(GenerateConfig, None, ["generate.task_mix={classification: 1}"], section="generate")
     with pytest.raises(ConfigError, match="engine.kind"):
