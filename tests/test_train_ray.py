@@ -61,3 +61,95 @@ def test_two_workers_with_gathered_negatives_equal_one_worker(ray_cluster, tmp_p
     # a worker that only saw its own half (no gathering) would get a different loss
     (half_loss, _), = loss_and_grads(train, rows[:4], [None])
     assert abs(half_loss - one_loss) > 1e-3
+
+
+def _write_config(path: Path, train: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump({"generate": {}, "train": train, "evaluate": {}, "serve": {}}))
+    return path
+
+
+def _train_worker_pids() -> list[int]:
+    from ray.util.state import list_actors
+
+    actors = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+    return [a.pid for a in actors if a.pid]
+
+
+def test_killed_worker_resumes_from_checkpoint_via_ray_job(ray_cluster, tmp_path):
+    data = write_examples(tmp_path / "gen" / "examples" / "part-0.parquet", toy_rows(48))
+    total = 40  # tiny-llama steps take 25-500 ms (idle vs busy machine): time to kill mid-run
+    train = _tiny_train(
+        data=[{"path": str(tmp_path / "gen")}], num_workers=2, batch_size=8, epochs=100, max_steps=total,
+        checkpoint_every=5, max_failures=2, collective_timeout_s=15, storage_path=str(tmp_path / "runs"), name="kill-test", warmup_steps=2,
+    )
+    cfg = _write_config(tmp_path / "cfg.yaml", train)
+    env = dict(os.environ, RAY_AUTH_MODE="token", PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    log = open(tmp_path / "job.log", "w")  # a file, not a pipe: Ray Train logs a lot
+    job = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", ray_cluster, "--",
+         sys.executable, str(REPO / "jobs" / "train.py"), "--config", str(cfg)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+    )
+    run_dir = tmp_path / "runs" / "kill-test"
+    killed = None
+    deadline = time.time() + 300
+    while time.time() < deadline and job.poll() is None:
+        # a second checkpoint folder means the first one is committed (a folder appears when its
+        # upload starts; a kill before the commit would correctly restart from scratch)
+        if len(list(run_dir.glob("checkpoint_*"))) >= 2:
+            pids = _train_worker_pids()
+            if pids:
+                killed = pids[-1]
+                os.kill(killed, 9)  # a real worker process death, not an exception in the loop
+                break
+        time.sleep(0.05)
+    try:
+        job.wait(timeout=420)
+    finally:
+        log.close()
+    out = (tmp_path / "job.log").read_text()
+    assert killed is not None, f"no worker to kill before the job ended:\n{out[-3000:]}"
+    assert job.returncode == 0, out[-5000:]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["steps"] == total
+    assert manifest["restarts"] >= 1, f"the run finished without a restart (killed pid {killed}):\n{out[-4000:]}"
+    curve = [json.loads(line) for line in (run_dir / "curve.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in curve] == list(range(1, total + 1))  # no step lost or repeated
+    assert curve[0]["restarts"] == 0 and curve[-1]["restarts"] >= 1  # later steps ran in the new worker group
+    assert (run_dir / "adapter" / "adapter_config.json").is_file()
+    assert (run_dir / "config.yaml").is_file()
+
+
+def test_real_model_few_steps_lower_loss_and_export_merged(ray_cluster, tmp_path):
+    import numpy as np
+
+    from synthembed.model import Embedder
+    from synthembed.train import TrainConfig, run
+
+    write_examples(tmp_path / "data.parquet", toy_rows(8))
+    config = TrainConfig(
+        model={"source": "smollm2-135m", "max_length": 32},
+        data=[{"path": str(tmp_path / "data.parquet")}],
+        lora={"r": 8, "alpha": 16, "dropout": 0.0},
+        batch_size=4, epochs=3, lr=1e-3, warmup_steps=0, weight_decay=0.0, torch_threads=2,
+        storage_path=str(tmp_path / "runs"), name="real", checkpoint_every=100,
+    )
+    out = run(config)
+    curve = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines()]
+    assert len(curve) == 6
+    first, last = np.mean([r["loss"] for r in curve[:2]]), np.mean([r["loss"] for r in curve[-2:]])
+    assert last < first, f"loss did not go down: {[round(r['loss'], 3) for r in curve]}"
+
+    texts = ["Cats are small domestic felines that purr.", "Trains run on steel rails between stations."]
+    merged = Embedder.load(str(out / "merged"), max_length=32).encode(texts)
+    with_adapter = Embedder.load("smollm2-135m", adapter=str(out / "adapter"), max_length=32).encode(texts)
+    base = Embedder.load("smollm2-135m", max_length=32).encode(texts)
+    np.testing.assert_allclose(merged, with_adapter, atol=1e-4)
+    assert np.abs(merged - base).max() > 1e-3  # training changed the model
+
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(out / "merged"), device="cpu").encode(texts)
+    np.testing.assert_allclose(st, merged, atol=1e-4)

@@ -70,6 +70,9 @@ class TrainConfig(StrictModel):
     checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints (and always at the end)")
     num_to_keep: int = Field(2, ge=1)
     max_failures: int = Field(3, ge=-1, description="worker-group restarts from the latest checkpoint (-1 = forever)")
+    collective_timeout_s: int = Field(
+        300, ge=5, description="gloo/nccl timeout: a worker whose peer died fails after this instead of hanging"
+    )
     export_merged: bool = Field(True, description="also write merged/ (LoRA folded into the weights)")
 
     @model_validator(mode="after")

@@ -25,7 +25,7 @@ def run_dir_of(config: TrainConfig) -> Path:
 
 def build_trainer(config: TrainConfig):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     from synthembed.train.loop import train_loop_per_worker
 
@@ -36,6 +36,9 @@ def build_trainer(config: TrainConfig):
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train": config.model_dump(mode="json")},
+        # when a worker dies mid-step, its peers sit in a collective; the timeout turns that into an
+        # error so the worker group restarts from the latest checkpoint (default would be 30 min)
+        torch_config=TorchConfig(timeout_s=config.collective_timeout_s),
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=config.name,
