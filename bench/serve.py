@@ -232,6 +232,9 @@ def main() -> None:
     parser.add_argument("--infinity-python", default=os.environ.get("INFINITY_PYTHON", "/tmp/se6/inf/bin/python"),
                         help="python of a venv with infinity-emb (pip install torch==2.13.0 'infinity-emb[server,torch]')")
     parser.add_argument("--quick", action="store_true", help="fewer requests per point (smoke run)")
+    parser.add_argument("--ray-lock-held", action="store_true",
+                        help="the caller already holds /tmp/synthembed-ray.lock (flock ... bench/serve.py)")
+    parser.add_argument("--note", default=None, help="free text stored in the json (e.g. how the run was locked)")
     parser.add_argument("--repeats", type=int, default=3, help="served/in-process runs of the headline point")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -249,7 +252,7 @@ def main() -> None:
     embedder = Embedder.load(cfg.model)
     tokens = {"short": 16, "long": 256}
     if args.quick:
-        plan = {"short": {1: 8, 8: 16, 32: 32}, "long": {1: 2, 8: 8, 32: 32}}
+        plan = {"short": {1: 16, 8: 32, 32: 64}, "long": {1: 4, 8: 16, 32: 32}}
     else:
         plan = {"short": {1: 32, 8: 64, 32: 128}, "long": {1: 6, 8: 16, 32: 64}}
     n_max = {k: max(v.values()) for k, v in plan.items()}
@@ -273,7 +276,8 @@ def main() -> None:
 
     # ---- served: a local Ray (the machine-wide Ray lock: port 8000 is shared with the test cluster)
     lock = open("/tmp/synthembed-ray.lock", "w")
-    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not args.ray_lock_held:
+        fcntl.flock(lock, fcntl.LOCK_EX)
     import ray
     from ray import serve
 
@@ -354,7 +358,8 @@ def main() -> None:
     }
     payload = {"ratio": ratio, "ratio_definition": "median served throughput (inputs/s, c=32, long inputs) / "
                "median in-process throughput (best batch size), runs interleaved",
-               "target": 0.85, "peer": peer_info, **results, "loadavg_at_start": loadavg_start}
+               "target": 0.85, "peer": peer_info, **results, "loadavg_at_start": loadavg_start,
+               "quick": args.quick, "note": args.note}
     if peer_info and "peer" in results:
         payload["peer_ratio_long_c32"] = served_long / results["peer"]["long/c32"]["throughput"]
     path = write_result("serve", payload)
