@@ -15,6 +15,7 @@ ADDRESS=${RAY_DASHBOARD_ADDRESS:-http://127.0.0.1:8265}
 case "${1:-}" in
   start)
     if ray status >/dev/null 2>&1; then echo "a Ray cluster is already running"; exit 0; fi
+    ray get-auth-token --generate >/dev/null   # a fresh machine has no token yet
     ray start --head --port=6390 --dashboard-host=127.0.0.1 --dashboard-port=8265 \
       --num-cpus="${RAY_NUM_CPUS:-4}" --disable-usage-stats
     echo "dashboard: $ADDRESS (token in ~/.ray/auth_token)" ;;

@@ -86,19 +86,26 @@ def ray_cluster(tmp_path_factory):
         # more logical CPUs than cores: train workers, a Serve replica and data actors can coexist
         "--num-cpus=4", f"--temp-dir={temp_dir}", "--disable-usage-stats",
     ]
+    # A fresh machine has no token yet; `ray start` with token auth refuses to start without one.
+    subprocess.run([ray_bin, "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"ray start failed:\n{proc.stdout}\n{proc.stderr}")
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(DASHBOARD_URL + "/api/version", timeout=2)
-            break
-        except urllib.error.HTTPError:  # 401 without a token: the dashboard is up
-            break
-        except OSError:
-            time.sleep(1)
-    ray.init(address="auto", ignore_reinit_error=True, log_to_driver=False)
+    try:
+        if proc.returncode != 0:
+            raise RuntimeError(f"ray start failed:\n{proc.stdout}\n{proc.stderr}")
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(DASHBOARD_URL + "/api/version", timeout=2)
+                break
+            except urllib.error.HTTPError:  # 401 without a token: the dashboard is up
+                break
+            except OSError:
+                time.sleep(1)
+        ray.init(address="auto", ignore_reinit_error=True, log_to_driver=False)
+    except BaseException:
+        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        raise
     yield DASHBOARD_URL
     try:
         from ray import serve
