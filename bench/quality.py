@@ -53,10 +53,147 @@ def train() -> Path:
     return run(train_config())
 
 
+# ----------------------------------------------------------------------------------- minimal evaluation
+# Our own small, clearly-labelled evaluation (the evaluation issue's job was still busy with the base model
+# on the shared CPU): subsets of the shared test sets, same subsets and instructions for base and tuned.
+SHARED = REPO.parent / "shared" / "data"
+STS_INST = "Retrieve semantically similar text."
+BITEXT_INST = "Retrieve parallel sentences."
+SCIFACT_INST = "Given a scientific claim, retrieve documents that support or refute the claim"
+N_STS, N_STS_ML, ML_LANGS = 1000, 300, ["de", "es", "fr", "ru", "zh"]
+N_SCIFACT_Q, N_SCIFACT_DOCS, N_TATOEBA, TATOEBA = 100, 500, 300, ["deu", "fra", "cmn"]
+
+
+def _sts_pairs(lang: str, n: int):
+    import csv
+    import gzip
+
+    with gzip.open(SHARED / "stsb_multi_mt" / f"stsb-{lang}-test.csv.gz", "rt", encoding="utf-8") as f:
+        rows = [r for r in csv.reader(f)][:n]
+    return [r[0] for r in rows], [r[1] for r in rows], [float(r[2]) for r in rows]
+
+
+def _sts(emb, lang, n):
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    a, b, gold = _sts_pairs(lang, n)
+    ea, eb = emb.encode(a, instruction=STS_INST), emb.encode(b, instruction=STS_INST)
+    return 100 * spearmanr((ea * eb).sum(1), gold).statistic
+
+
+def _scifact(emb):
+    import gzip
+    import random
+
+    import numpy as np
+
+    qrels = {}
+    for line in (SHARED / "scifact" / "qrels" / "test.tsv").read_text().splitlines()[1:]:
+        q, d, s = line.split("\t")
+        qrels.setdefault(q, set()).add(d)
+    with gzip.open(SHARED / "scifact" / "queries.jsonl.gz", "rt") as f:
+        queries = [json.loads(x) for x in f if json.loads(x)["_id"] in qrels][:N_SCIFACT_Q]
+    with gzip.open(SHARED / "scifact" / "corpus.jsonl.gz", "rt") as f:
+        corpus = {d["_id"]: (d["title"] + " " + d["text"]).strip() for d in map(json.loads, f)}
+    keep = sorted({d for q in queries for d in qrels[q["_id"]]})
+    others = sorted(set(corpus) - set(keep))
+    keep += random.Random(0).sample(others, max(0, N_SCIFACT_DOCS - len(keep)))
+    eq = emb.encode([q["text"] for q in queries], instruction=SCIFACT_INST)
+    ed = emb.encode([corpus[d] for d in keep], max_length=128)
+    scores = eq @ ed.T
+    ndcg = []
+    for i, q in enumerate(queries):
+        top = np.argsort(-scores[i])[:10]
+        rel = qrels[q["_id"]]
+        dcg = sum(1 / np.log2(r + 2) for r, j in enumerate(top) if keep[j] in rel)
+        idcg = sum(1 / np.log2(r + 2) for r in range(min(len(rel), 10)))
+        ndcg.append(dcg / idcg)
+    return 100 * float(np.mean(ndcg))
+
+
+def _tatoeba(emb, lang):
+    import gzip
+
+    import numpy as np
+
+    def read(side):
+        with gzip.open(SHARED / "tatoeba" / f"tatoeba.{lang}-eng.{side}.gz", "rt", encoding="utf-8") as f:
+            return [x.rstrip("\n") for x in f][:N_TATOEBA]
+
+    src, eng = read(lang), read("eng")
+    es, ee = emb.encode(src, instruction=BITEXT_INST), emb.encode(eng, instruction=BITEXT_INST)
+    # one gold target per source: mteb's F1 of nearest-neighbour mining equals accuracy here
+    return 100 * float(np.mean((es @ ee.T).argmax(1) == np.arange(len(src))))
+
+
+def evaluate_model(source: str) -> dict:
+    import time
+
+    from synthembed.model import Embedder
+
+    t0 = time.time()
+    emb = Embedder.load(source, max_length=64, batch_size=32)
+    ml = {lang: _sts(emb, lang, N_STS_ML) for lang in ML_LANGS}
+    tat = {lang: _tatoeba(emb, lang) for lang in TATOEBA}
+    out = {
+        "stsb_en": _sts(emb, "en", N_STS),
+        "stsb_multilingual_avg": sum(ml.values()) / len(ml),
+        "scifact_ndcg@10": _scifact(emb),
+        "tatoeba_avg": sum(tat.values()) / len(tat),
+        "stsb_multilingual": ml,
+        "tatoeba": tat,
+        "seconds": round(time.time() - t0, 1),
+    }
+    print(source, json.dumps(out), flush=True)
+    return out
+
+
+def evaluate_base() -> dict:
+    """Base scores, cached in runs/ (they do not depend on training, so they can run while it trains)."""
+    cache = RUNS / "quality-eval-base.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    base = evaluate_model("gemma3-270m")
+    cache.write_text(json.dumps(base))
+    return base
+
+
+def evaluate() -> Path:
+    from common import write_result
+
+    run_dir = RUNS / RUN_NAME
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    base = evaluate_base()
+    tuned = evaluate_model(str(run_dir / "merged"))
+    tasks = {}
+    for key in ("stsb_en", "stsb_multilingual_avg", "scifact_ndcg@10", "tatoeba_avg"):
+        tasks[key] = {"base": round(base[key], 2), "tuned": round(tuned[key], 2), "delta": round(tuned[key] - base[key], 2)}
+    payload = {
+        "tasks": tasks,
+        "details": {"base": base, "tuned": tuned},
+        "evaluation": (
+            "minimal own evaluation (NOT the mteb harness): cosine, max_length 64 (SciFact docs 128); "
+            f"STSb en first {N_STS} test pairs, Spearman x100; multilingual = mean over {ML_LANGS} of the first "
+            f"{N_STS_ML} stsb_multi_mt test pairs; SciFact first {N_SCIFACT_Q} test queries vs a {N_SCIFACT_DOCS}-doc "
+            f"corpus (their relevant docs + random docs), nDCG@10 x100; Tatoeba {TATOEBA} first {N_TATOEBA} pairs, "
+            "xxx->eng nearest-neighbour accuracy x100 (= F1 for 1:1 mining). Instructions on both sides for "
+            "STS/bitext (e5 protocol), query side only for SciFact."
+        ),
+        "training": {"run": str(run_dir), "manifest": manifest, "config": (run_dir / "config.yaml").read_text(),
+                     "data": "Banking77 train (pairs + labels) + 6 GPT-4o retrieval triplets; see bench/quality_data.py"},
+    }
+    return write_result("quality", payload)
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cmd = sys.argv[1] if len(sys.argv) > 1 else "train"
     if cmd == "train":
         print(train())
+    elif cmd == "eval-base":
+        print(evaluate_base())
+    elif cmd == "eval":
+        print(evaluate())
     else:
         raise SystemExit(f"unknown command {cmd!r}: train | eval")
