@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,7 +24,7 @@ import pytest
 
 from synthembed.synth import EXAMPLE_SCHEMA, GenerateConfig, read_examples, run
 from synthembed.synth.pipeline import _outcomes
-from synthembed.synth.tasks import TASK_TYPES
+from synthembed.synth.tasks import TASK_TYPES, sample_placeholders
 
 pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python[server] (scripts/setup.sh)")
 
@@ -236,14 +237,17 @@ def test_http_stage_sends_each_rows_own_schema(ray_cluster):
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
     bounds = {"short": (2, 50), "long": (5, 100)}
-    types = [("short_long", {}), ("sts", {"unit": "phrase"}), ("short_short", {}), ("long_short", {})]
-    rows = [{"request_id": str(i), "engine_index": 0, "seed": i, "messages": json.dumps([{"role": "user", "content": t}]),
-             "schema": json.dumps(example_schema(t, p, bounds))} for i, (t, p) in enumerate(types)]
+    # Many rows of every type over several blocks: Arrow must neither merge their schemas nor fail to
+    # concatenate blocks whose payloads differ in shape (both happened before payloads became JSON strings).
+    rng = random.Random(0)
+    cases = [(t, sample_placeholders(t, rng)) for _ in range(8) for t in TASK_TYPES]
+    rows = [{"request_id": str(i), "engine_index": 0, "seed": i,
+             "messages": json.dumps([{"role": "user", "content": str(i)}]),
+             "schema": json.dumps(example_schema(t, p, bounds))} for i, (t, p) in enumerate(cases)]
     engine = EngineConfig(kind="openai", base_url=url, response_format="json_object_schema", batch_size=4)
-    out = apply_engine(ray.data.from_items(rows, override_num_blocks=1), engine, url, "m").take_all()
+    out = apply_engine(ray.data.from_items(rows, override_num_blocks=12), engine, url, "m").take_all()
     srv.shutdown()
-    assert len(out) == 4 and len(seen) == 4
+    assert len(out) == len(rows) == len(seen)
     for body in seen:
-        t = body["messages"][0]["content"]
-        p = dict(types)[t]
+        t, p = cases[int(body["messages"][0]["content"])]
         assert body["response_format"]["schema"] == example_schema(t, p, bounds)

@@ -95,8 +95,11 @@ class _HttpPre:
 
     def __call__(self, row: dict) -> dict:
         schema = json.loads(row["schema"]) if row.get("schema") else None
-        return {"payload": chat_payload(self.engine, self.model_name, json.loads(row["messages"]), schema,
-                                        int(row["seed"]))}
+        # The payload crosses Ray Data as an Arrow column. As a nested value, the rows' differently shaped
+        # JSON schemas become one merged struct type (keys a row lacks filled with null) or fail to
+        # concatenate across blocks; as a JSON *string* it has one type. `_JsonBodySession` unwraps it.
+        return {"payload": json.dumps(chat_payload(self.engine, self.model_name, json.loads(row["messages"]), schema,
+                                                   int(row["seed"])), ensure_ascii=False)}
 
 
 # Columns of a request row that are consumed by the engine and not carried to the output.
@@ -123,7 +126,7 @@ def _vllm_pre_factory(engine: EngineConfig):
         params: dict[str, Any] = {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens,
                                   "seed": int(row["seed"])}
         if schema is not None:
-            # A JSON string, not a dict: Arrow would merge the rows' different schemas (see _NullDroppingSession).
+            # A JSON string, not a dict: Arrow would merge the rows' different schemas (see _JsonBodySession).
             params["structured_outputs"] = {"json": json.dumps(schema)}
         return {"messages": json.loads(row["messages"]), "sampling_params": params}
 
@@ -171,13 +174,13 @@ def drop_nulls(obj: Any) -> Any:
     return obj
 
 
-class _NullDroppingSession:
-    """aiohttp session for the HTTP stage that strips nulls from JSON bodies before sending.
+class _JsonBodySession:
+    """aiohttp session for ray.data.llm's HTTP stage that sends each row's own JSON payload.
 
-    Why: between the preprocess map and the HTTP stage the payloads travel as an Arrow block, and Arrow
-    merges the differently shaped JSON schemas of a block's rows into one struct type, filling keys a
-    row does not have with null (a short_long schema arrives with `"S1": null`, ...). Dropping nulls
-    restores each row's own schema. Measured with an echo server; see tests/test_synth_engines.py.
+    The preprocess stores the payload as a JSON string (see `_HttpPre`), which the stage serialises once more
+    into a JSON string literal; here the body is decoded back to the object before sending. Nulls are dropped
+    as a second guard against Arrow's struct merging (our payloads never hold a meaningful null).
+    Regression tests: tests/test_synth_integration.py::test_http_stage_sends_each_rows_own_schema.
     """
 
     def __init__(self):
@@ -195,7 +198,10 @@ class _NullDroppingSession:
 
     def post(self, url, data=None, **kwargs):
         if isinstance(data, str):
-            data = json.dumps(drop_nulls(json.loads(data)), ensure_ascii=False)
+            body = json.loads(data)
+            if isinstance(body, str):
+                body = json.loads(body)
+            data = json.dumps(drop_nulls(body), ensure_ascii=False)
         return self._session.post(url, data=data, **kwargs)
 
 
@@ -207,7 +213,7 @@ def http_processor_config(engine: EngineConfig, url: str, api_key: str | None):
     return HttpRequestProcessorConfig(
         url=url, headers=headers, qps=engine.qps, max_retries=engine.max_retries,
         base_retry_wait_time_in_s=engine.retry_base_s, batch_size=engine.batch_size, concurrency=engine.concurrency,
-        session_factory=_NullDroppingSession,
+        session_factory=_JsonBodySession,
     )
 
 
