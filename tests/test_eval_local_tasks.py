@@ -40,6 +40,7 @@ def test_each_layout_loads_into_mteb_task(shared_data, folder, layout, task_name
         # every judged document of the kept queries survives the corpus limit
         ids = set(split["corpus"]["id"])
         assert all(d in ids for rel in split["relevant_docs"].values() for d in rel)
+        assert data.notes == {"default": "corpus 50 of 5183 docs"}
     else:
         assert len(split) == 20
     assert data.rows[subsets[0]] == 20 and data.full_rows[subsets[0]] > 20

@@ -158,7 +158,7 @@ def test_real_mteb_run_on_tiny_model_records_protocol(shared_data, tmp_path):
     result = json.loads((out / "results" / "SciFact.json").read_text())
     assert result["task_name"] == "SciFact" and "ndcg_at_10" in result["scores"]["test"][0]
     report = (out / "report.md").read_text()
-    assert "| SciFact | default |" in report and "5 of 300" in report and "ref: all-MiniLM-L6-v2" in report
+    assert "| SciFact | default |" in report and "5 of 300 (corpus 30 of 5183 docs)" in report and "ref: all-MiniLM-L6-v2" in report
     assert (out / "chart.png").stat().st_size > 1000
     # the paper protocol reused the cached embeddings of the mteb protocol
     assert manifest["encode_stats"]["cache_hits"] > 0

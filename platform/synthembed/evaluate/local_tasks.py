@@ -98,6 +98,7 @@ class LocalData:
     subsets: dict[str, dict] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)  # subset -> evaluated rows (after limits)
     full_rows: dict[str, int] = field(default_factory=dict)  # subset -> rows in the files
+    notes: dict[str, str] = field(default_factory=dict)  # subset -> other reductions (e.g. a smaller corpus)
 
 
 def detect_layout(folder: Path) -> str:
@@ -277,6 +278,8 @@ def _load_beir(data: LocalData, limit, corpus_limit, **_) -> None:
     }
     data.full_rows["default"] = full_queries
     data.rows["default"] = len(kept_queries)
+    if len(corpus) < len(doc_ids):
+        data.notes["default"] = f"corpus {len(corpus)} of {len(doc_ids)} docs"
     log.info("%s: %d queries, %d documents", data.path, len(kept_queries), len(corpus))
 
 

@@ -131,7 +131,7 @@ def markdown_report(
     for k in keys:
         row = meta[k]
         rows = f"{row['rows']}" + ("" if row.get("rows") == row.get("full_rows") or row.get("full_rows") is None
-                                    else f" of {row['full_rows']}")
+                                    else f" of {row['full_rows']}") + (f" ({row['note']})" if row.get("note") else "")
         values = [by_run[i].get(k, {}).get("score") for i in range(len(runs))]
         cells = [row["task"], row["subset"], PROTOCOL_NOTE.get(k[2], k[2]), rows] + [_fmt(v) for v in values]
         if len(runs) == 2:
@@ -141,8 +141,9 @@ def markdown_report(
             cells.append(_fmt(ref) if k[2] in ("default", "mteb") else "")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    if any(meta[k].get("rows") != meta[k].get("full_rows") for k in keys):
-        lines.append("Rows marked 'N of M' were evaluated on a subset: not comparable to the reference columns.")
+    if any(meta[k].get("rows") != meta[k].get("full_rows") or meta[k].get("note") for k in keys):
+        lines.append("Rows marked 'N of M' or with a reduced corpus were evaluated on a subset: not comparable "
+                     "to the reference columns.")
         lines.append("")
     if ref_models:
         lines.append("Reference columns: public MTEB results (see the reference file); comparable only on full sets.")

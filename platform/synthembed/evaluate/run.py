@@ -37,7 +37,8 @@ def load_task(spec: TaskSpec):
         data = load_folder(spec.path, spec.layout, limit=spec.limit, subsets=spec.subsets,
                            corpus_limit=spec.corpus_limit, train_limit=spec.train_limit)
         task = build_task(data, spec.name)
-        return task, {"source": f"local:{data.path}", "layout": data.layout, "rows": data.rows, "full_rows": data.full_rows}
+        return task, {"source": f"local:{data.path}", "layout": data.layout, "rows": data.rows,
+                      "full_rows": data.full_rows, "notes": data.notes}
     try:
         task = mteb.get_task(spec.name, hf_subsets=spec.subsets) if spec.subsets else mteb.get_task(spec.name)
     except KeyError as err:
@@ -54,7 +55,7 @@ def load_task(spec: TaskSpec):
             "beir, tatoeba, banking77)."
         ) from None
     return task, {"source": f"hub:{task.metadata.dataset['path']}@{task.metadata.dataset.get('revision')}",
-                  "layout": None, "rows": {}, "full_rows": {}}
+                  "layout": None, "rows": {}, "full_rows": {}, "notes": {}}
 
 
 def _score_rows(task_result, task, provenance: dict, protocol: str) -> list[dict]:
@@ -72,6 +73,7 @@ def _score_rows(task_result, task, provenance: dict, protocol: str) -> list[dict
                     "score": round(100 * float(entry["main_score"]), 4),
                     "rows": provenance["rows"].get(subset),
                     "full_rows": provenance["full_rows"].get(subset),
+                    "note": provenance["notes"].get(subset),
                     "source": provenance["source"],
                 }
             )
@@ -157,13 +159,13 @@ def run(config: EvaluateConfig) -> Path:
                 task_result = TaskResult.from_disk(result_file)
             else:
                 encoder.normalize_classification = protocol != "paper" and config.model.normalize
-                t0 = time.perf_counter()
                 model_result = mteb.evaluate(encoder, task, cache=None, overwrite_strategy="always",
                                              show_progress_bar=config.show_progress,
                                              encode_kwargs={"batch_size": config.model.batch_size})
-                timings[f"{task.metadata.name}{suffix}"] = round(time.perf_counter() - t0, 2)
                 task_result = model_result.task_results[0]
                 task_result.to_disk(result_file)
+            # mteb's own timing, so a re-run that reuses result files still reports it
+            timings[f"{task.metadata.name}{suffix}"] = round(float(task_result.evaluation_time or 0.0), 2)
             rows = _score_rows(task_result, task, provenance, protocol)
             for row in rows:
                 row["result_file"] = str(result_file.relative_to(out))
