@@ -61,6 +61,9 @@ class TrainConfig(StrictModel):
     torch_threads: int | None = Field(None, ge=1, description="intra-op threads per worker (None: CPUs per worker)")
 
     # Ray Train
+    backend: Literal["ray", "local"] = Field(
+        "ray", description="ray: Ray Train TorchTrainer; local: the same loop in this process (debugging, no Ray)"
+    )
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     resources_per_worker: dict[str, float] | None = None
@@ -77,6 +80,8 @@ class TrainConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
+        if self.backend == "local" and self.num_workers != 1:
+            raise ValueError("backend 'local' runs one process: set num_workers: 1 (or backend: ray)")
         if self.batch_size % self.num_workers:
             raise ValueError(
                 f"batch_size ({self.batch_size}) must be divisible by num_workers ({self.num_workers}): "

@@ -55,10 +55,58 @@ def load_checkpoint(directory: Path, model, optimizer, scheduler) -> tuple[dict,
     return state, curve
 
 
-def train_loop_per_worker(loop_config: dict) -> None:
-    """Runs on every Ray Train worker. `loop_config["train"]` is a TrainConfig dump."""
-    import ray.train
-    from ray.train import Checkpoint
+class RaySession:
+    """The four things the loop needs from Ray Train."""
+
+    def __init__(self):
+        import ray.train
+        import ray.train.torch
+
+        self._train = ray.train
+        self.world_size = ray.train.get_context().get_world_size()
+        self.device = ray.train.torch.get_device()
+
+    def latest_checkpoint(self):
+        ckpt = self._train.get_checkpoint()
+        return ckpt.as_directory() if ckpt is not None else None
+
+    def report(self, metrics: dict, checkpoint_dir: Path | None, name: str) -> None:
+        ckpt = self._train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        self._train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name or None)
+
+
+class LocalSession:
+    """Single process, no Ray: same loop, checkpoints copied to `storage` (debugging, benchmarks)."""
+
+    def __init__(self, storage: Path, num_to_keep: int = 2):
+        import contextlib
+        import shutil
+
+        self._ctx, self._shutil = contextlib, shutil
+        self.storage, self.num_to_keep = storage, num_to_keep
+        self.world_size = 1
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def checkpoints(self) -> list[Path]:
+        return sorted(p for p in self.storage.glob("checkpoint_*") if (p / STATE_FILE).is_file())
+
+    def latest_checkpoint(self):
+        found = self.checkpoints()
+        return self._ctx.nullcontext(str(found[-1])) if found else None
+
+    def report(self, metrics: dict, checkpoint_dir: Path | None, name: str) -> None:
+        if checkpoint_dir is None:
+            return
+        tmp = self.storage / (name + ".tmp")
+        self._shutil.rmtree(tmp, ignore_errors=True)
+        self._shutil.copytree(checkpoint_dir, tmp)
+        tmp.rename(self.storage / name)
+        for old in self.checkpoints()[: -self.num_to_keep]:
+            self._shutil.rmtree(old, ignore_errors=True)
+
+
+def train_loop_per_worker(loop_config: dict, session=None) -> None:
+    """Runs on every Ray Train worker (or in-process with a LocalSession). `loop_config["train"]` is a TrainConfig dump."""
     from transformers import get_linear_schedule_with_warmup
 
     from synthembed.train.config import TrainConfig
@@ -70,13 +118,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = TrainConfig.model_validate(loop_config["train"])
-    ctx = ray.train.get_context()
+    session = session or RaySession()
     rank, world_size = world()
-    if world_size != ctx.get_world_size():
-        raise RuntimeError(f"process group has {world_size} ranks but Ray Train has {ctx.get_world_size()} workers")
+    if world_size != session.world_size:
+        raise RuntimeError(f"process group has {world_size} ranks but Ray Train has {session.world_size} workers")
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
-    device = ray.train.torch.get_device()
+    device = session.device
     torch.manual_seed(config.seed)  # identical LoRA init on every worker (also re-set on restart)
 
     embedder = build_lora_embedder(config, device)
@@ -93,9 +141,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     fingerprint = data_fingerprint(config.data, len(examples), config.seed)
 
     start, curve, restarts = 0, [], 0
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = session.latest_checkpoint()
     if checkpoint is not None:
-        with checkpoint.as_directory() as d:
+        with checkpoint as d:
             state, curve = load_checkpoint(Path(d), model, optimizer, scheduler)
         if state.get("data_fingerprint") != fingerprint:
             raise RuntimeError(
@@ -146,9 +194,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
                     extra = {"data_fingerprint": fingerprint, "restarts": restarts, "rng": torch.get_rng_state(),
                              "total_steps": plan.total_steps}
                     save_checkpoint(Path(tmp), model, optimizer, scheduler, done, curve, extra)
-                    ckpt = Checkpoint.from_directory(tmp)
-                ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"checkpoint_{done:07d}")
+                    ckpt = Path(tmp)
+                session.report(metrics, ckpt, f"checkpoint_{done:07d}")
         else:
-            ray.train.report(metrics)
+            session.report(metrics, None, "")
         if rank == 0:
             log.info("step %d/%d loss %.4f lr %.2e %.2f ex/s", done, plan.total_steps, loss, lr, metrics["examples_per_s"])

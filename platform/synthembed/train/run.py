@@ -67,10 +67,22 @@ def run(config: TrainConfig) -> Path:
     (out / "config.yaml").write_text(dump_config(config))
 
     started = time.time()
-    result = build_trainer(config).fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"training under {out} reported no checkpoint; see the Ray Train logs")
-    with result.checkpoint.as_directory() as d:
+    if config.backend == "local":
+        import contextlib
+
+        from synthembed.train.loop import LocalSession, train_loop_per_worker
+
+        storage = (Path(config.storage_path).expanduser() / config.name).resolve()
+        session = LocalSession(storage, config.num_to_keep)
+        train_loop_per_worker({"train": config.model_dump(mode="json")}, session)
+        latest = session.checkpoints()[-1]
+        checkpoint_path, checkpoint_dir = str(latest), contextlib.nullcontext(str(latest))
+    else:
+        result = build_trainer(config).fit()
+        if result.checkpoint is None:
+            raise RuntimeError(f"training under {out} reported no checkpoint; see the Ray Train logs")
+        checkpoint_path, checkpoint_dir = result.checkpoint.path, result.checkpoint.as_directory()
+    with checkpoint_dir as d:
         ckpt = Path(d)
         import torch
 
@@ -92,7 +104,8 @@ def run(config: TrainConfig) -> Path:
         "final_loss": curve[-1]["loss"] if curve else None,
         "median_examples_per_s": sorted(r["examples_per_s"] for r in curve)[len(curve) // 2] if curve else None,
         "wall_seconds": round(time.time() - started, 1),
-        "checkpoint": result.checkpoint.path,
+        "checkpoint": checkpoint_path,
+        "backend": config.backend,
         "adapter": str(adapter),
         "merged": str(merged) if merged else None,
         "base_model": config.model.source,
