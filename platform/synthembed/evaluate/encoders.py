@@ -108,7 +108,9 @@ class LoadedEncoder:
         else:
             from sentence_transformers import SentenceTransformer
 
-            self.st = SentenceTransformer(spec.folder, device="cpu" if spec.model.get("device", "auto") == "auto" else spec.model["device"])
+            device = spec.model.get("device", "auto")
+            # "auto": sentence-transformers picks cuda when present, like the Embedder does
+            self.st = SentenceTransformer(spec.folder, device=None if device == "auto" else device)
             self.st.max_seq_length = spec.max_length
             self.embedder = None
 
