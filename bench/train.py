@@ -5,7 +5,9 @@ with one hard negative, see bench/quality_data.py), same batch (16 queries + 16 
 negatives), same max length, same pooling (EOS appended, last-token pooling, normalised), same
 temperature (0.02, i.e. MNRL scale 50), AdamW. Each side runs once, in its own process, for
 STEPS steps; examples/s is batch / median step time over the steps after the first (warm-up).
-Peak memory is the training process's max RSS (ours: the Ray Train worker, model load included).
+Peak memory is the training process's max RSS, model load included. Default BENCH_BACKEND=local runs our
+loop in one process (same code as a Ray Train worker, minus the per-step report); BENCH_BACKEND=ray goes
+through Ray Train (then the RSS is the worker's).
 
     flock /tmp/synthembed-bench.lock .venv/bin/python bench/train.py
 """
@@ -55,11 +57,14 @@ def ours() -> dict:
         temperature=TEMPERATURE, batch_size=BATCH, max_steps=STEPS, lr=LR, warmup_steps=0, weight_decay=0.0,
         torch_threads=2, num_workers=1, checkpoint_every=1000, storage_path=str(tmp), name="ours",
         export_merged=False, mask_duplicates=False,  # MNRL does not mask; same loss on both sides
+        backend=os.environ.get("BENCH_BACKEND", "local"),
     )
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir="/tmp/synthembed-ray-benchtrain")
+    if config.backend == "ray":  # run under /tmp/synthembed-ray.lock: the test fixture stops all Ray processes
+        ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir="/tmp/synthembed-ray-benchtrain")
     out = run(config)
     curve = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines()]
-    ray.shutdown()
+    if ray.is_initialized():
+        ray.shutdown()
     return {
         "step_seconds": [r["step_seconds"] for r in curve],
         "losses": [r["loss"] for r in curve],
@@ -87,7 +92,12 @@ def sentence_transformers_side() -> dict:
     dim = transformer.get_word_embedding_dimension()
     model = SentenceTransformer(modules=[transformer, models.Pooling(dim, pooling_mode="lasttoken"), models.Normalize()],
                                 device="cpu")
-    model.add_adapter(LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear"))
+    # transformers' add_adapter wants peft>=0.22 (0.21 here): wrap the backbone with peft directly, as we do
+    from peft import get_peft_model
+
+    model[0].auto_model = get_peft_model(
+        model[0].auto_model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear")
+    )
     rows = _rows(BATCH * STEPS)
     ds = Dataset.from_dict({
         "anchor": [format_text(r["query"], r["instruction"]) for r in rows],
@@ -149,7 +159,7 @@ def main() -> None:
         "st_peak_rss_mb": results["sentence_transformers"]["peak_rss_mb"],
         "setup": {"model": MODEL, "batch": BATCH, "docs_per_query": 2, "max_length": MAX_LENGTH, "steps": STEPS,
                   "lora": "r16 all-linear, dropout 0", "dtype": "float32", "temperature": TEMPERATURE,
-                  "st_loss": "MultipleNegativesRankingLoss(scale=50)", "ours": "Ray Train, 1 worker, 2 threads",
+                  "st_loss": "MultipleNegativesRankingLoss(scale=50)", "ours": f"synthembed.train.run, backend {os.environ.get('BENCH_BACKEND', 'local')}, 2 threads",
                   "loadavg_at_start": os.getloadavg()},
         "sides": results,
     }
