@@ -189,11 +189,14 @@ def plot_chart(runs: list[dict], path: str | Path, references: dict | None = Non
     y = np.arange(n)
     for i, (label, values) in enumerate(series):
         ax.barh(y + i * height, values, height=height, label=label)
-    names = [f"{t}" + (f" [{sub}]" if sub != "default" else "") + (f" ({p})" if p not in ("default", "mteb") else "") for t, sub, p in keys]
+    reduced = {_row_key(r) for run in runs for r in run["scores"]
+               if r.get("note") or (r.get("full_rows") is not None and r.get("rows") != r.get("full_rows"))}
+    names = [f"{t}" + (f" [{sub}]" if sub != "default" else "") + (f" ({p})" if p not in ("default", "mteb") else "")
+             + (" *subset" if (t, sub, p) in reduced else "") for t, sub, p in keys]
     ax.set_yticks(y + height * (s - 1) / 2)
     ax.set_yticklabels(names, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("main score x100")
+    ax.set_xlabel("main score x100" + ("   (*subset: not comparable to references)" if reduced else ""))
     ax.set_xlim(0, 100)
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
