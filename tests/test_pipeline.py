@@ -36,7 +36,8 @@ def _profile(root: Path) -> dict:
         },
         "train": {
             "model": {"source": "smollm2-135m", "max_length": 32},
-            "batch_size": 4, "max_steps": 10, "warmup_steps": 2, "checkpoint_every": 2,
+            # a few generated rows, many epochs: max_steps decides, so the kill lands mid-run
+            "batch_size": 4, "epochs": 50, "max_steps": 10, "warmup_steps": 2, "checkpoint_every": 2,
             "lora": {"r": 4, "target_modules": ["q_proj", "v_proj"]},
         },
         "evaluate": {
@@ -129,7 +130,7 @@ def test_killed_during_training_then_resubmitted_resumes(ray_cluster, tmp_path):
     assert "stage generate: complete" in logs and "stage generate: starting" not in logs
     assert {p: p.stat().st_mtime_ns for p in (root / "generate").rglob("*.parquet")} == generated
     manifest = json.loads((root / "train" / "manifest.json").read_text())
-    assert manifest["steps"] == 10
+    assert manifest["steps"] == manifest["total_steps"] == 10
     steps = [json.loads(line)["step"] for line in (root / "train" / "curve.jsonl").read_text().splitlines() if line]
     assert steps == list(range(1, 11))  # one record per step: the resumed run continued, it did not restart
 
