@@ -358,7 +358,7 @@ def main() -> None:
     }
     payload = {"ratio": ratio, "ratio_definition": "median served throughput (inputs/s, c=32, long inputs) / "
                "median in-process throughput (best batch size), runs interleaved",
-               "target": 0.85, "peer": peer_info, **results, "loadavg_at_start": loadavg_start,
+               "target": 0.85, "peer_server": peer_info, **results, "loadavg_at_start": loadavg_start,
                "quick": args.quick, "note": args.note}
     if peer_info and "peer" in results:
         payload["peer_ratio_long_c32"] = served_long / results["peer"]["long/c32"]["throughput"]
