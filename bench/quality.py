@@ -36,8 +36,8 @@ def train_config():
             {"path": str(data / "gpt4o-retrieval"), "ratio": 5},
         ],
         lora={"r": 16, "alpha": 32, "dropout": 0.1, "target_modules": "all-linear"},
-        batch_size=16, max_steps=int(os.environ.get("QUALITY_STEPS", 40)), lr=3e-4, warmup_steps=4,
-        weight_decay=0.1, torch_threads=2, num_workers=1, checkpoint_every=10,
+        batch_size=16, max_steps=int(os.environ.get("QUALITY_STEPS", 5)), lr=3e-4, warmup_steps=int(os.environ.get("QUALITY_WARMUP", 0)),
+        weight_decay=0.1, torch_threads=2, num_workers=1, checkpoint_every=5,
         storage_path=str(RUNS), name=RUN_NAME, backend=os.environ.get("QUALITY_BACKEND", "local"),
     )
 
@@ -63,8 +63,8 @@ SHARED = REPO.parent / "shared" / "data"
 STS_INST = "Retrieve semantically similar text."
 BITEXT_INST = "Retrieve parallel sentences."
 SCIFACT_INST = "Given a scientific claim, retrieve documents that support or refute the claim"
-N_STS, N_STS_ML, ML_LANGS = 1000, 300, ["de", "es", "fr", "ru", "zh"]
-N_SCIFACT_Q, N_SCIFACT_DOCS, N_TATOEBA, TATOEBA = 100, 500, 300, ["deu", "fra", "cmn"]
+N_STS, N_STS_ML, ML_LANGS = 400, 150, ["de", "es", "fr", "zh"]
+N_SCIFACT_Q, N_SCIFACT_DOCS, N_TATOEBA, TATOEBA = 60, 240, 150, ["deu", "fra", "cmn"]
 
 
 def _sts_pairs(lang: str, n: int):
