@@ -37,6 +37,10 @@ from synthembed.synth.prompts import BRAINSTORM  # noqa: E402
 from synthembed.synth.tasks import ASYMMETRIC, TASK_TYPES, allocate_counts  # noqa: E402
 
 
+# Reasons that mean the output was not a well-formed example object (vs. content checks such as no_text).
+STRUCTURAL = {"engine_error", "truncated", "not_json", "not_object", "missing_keys", "unexpected_keys", "not_string"}
+
+
 def make_requests(cfg: GenerateConfig, n: int) -> list[dict]:
     # Fixed task definitions (the brainstorm prompts' own examples) so both sides see identical prompts.
     pools = {t: list(BRAINSTORM[t]["examples"]) for t in ASYMMETRIC}
@@ -50,7 +54,7 @@ def make_requests(cfg: GenerateConfig, n: int) -> list[dict]:
 def direct(cfg: GenerateConfig, srv: EmbeddedServer, requests: list[dict]) -> dict:
     bounds = cfg.lengths.as_dict()
     t0 = time.perf_counter()
-    valid = tokens = 0
+    valid = tokens = structural_fail = 0
     for r in requests:
         payload = chat_payload(cfg.engine, srv.alias, json.loads(r["messages"]), json.loads(r["schema"]), r["seed"])
         out = parse_chat_response(post_chat(srv.base_url, payload))
@@ -61,10 +65,10 @@ def direct(cfg: GenerateConfig, srv: EmbeddedServer, requests: list[dict]) -> di
             validate_example(r["task_type"], parse_json_object(out["text"], out["finish_reason"]),
                              json.loads(r["placeholders"]), bounds)
             valid += 1
-        except Rejected:
-            pass
+        except Rejected as rej:
+            structural_fail += rej.code in STRUCTURAL
     wall = time.perf_counter() - t0
-    return {"wall_s": wall, "valid": valid, "tokens_out": tokens}
+    return {"wall_s": wall, "valid": valid, "tokens_out": tokens, "schema_valid": len(requests) - structural_fail}
 
 
 def pipeline(cfg: GenerateConfig, srv: EmbeddedServer, requests: list[dict]) -> dict:
@@ -74,13 +78,15 @@ def pipeline(cfg: GenerateConfig, srv: EmbeddedServer, requests: list[dict]) -> 
     ds = ray.data.from_items(requests, override_num_blocks=min(len(requests), 64))
     ds = apply_engine(ds, cfg.engine, srv.base_url, srv.alias).map(
         Validate(cfg.engine.label, 0, False, cfg.lengths.as_dict(), metrics=False))
-    valid = tokens = 0
+    valid = tokens = structural_fail = 0
     for row in ds.iter_rows():
         rec = json.loads(row["payload"])
         tokens += int(rec.get("tokens_out") or 0)
         valid += row["kind"] == "example"
+        if row["kind"] == "reject":
+            structural_fail += rec["reason"].split(":")[0] in STRUCTURAL
     wall = time.perf_counter() - t0
-    return {"wall_s": wall, "valid": valid, "tokens_out": tokens}
+    return {"wall_s": wall, "valid": valid, "tokens_out": tokens, "schema_valid": len(requests) - structural_fail}
 
 
 def main() -> None:
@@ -124,10 +130,15 @@ def main() -> None:
         print(f"| {side} | {med(side, 'wall_s'):.1f} | {med(side, 'requests_per_s'):.3f} | "
               f"{med(side, 'examples_per_s'):.3f} | {med(side, 'tokens_out_per_s'):.1f} | "
               f"{sum(r['valid'] for r in results[side])}/{len(requests) * len(results[side])} |")
-    print(f"\nratio (pipeline / direct, requests/s) = {ratio:.3f}   valid_rate = {valid_rate:.3f}")
+    schema_valid_rate = sum(r["schema_valid"] for side in results for r in results[side]) / attempts
+    print(f"\nratio (pipeline / direct, requests/s) = {ratio:.3f}   valid_rate = {valid_rate:.3f}   "
+          f"schema_valid_rate = {schema_valid_rate:.3f}")
     path = write_result("generate", {
         "ratio": ratio,
         "valid_rate": valid_rate,
+        "valid_rate_note": "valid_rate = passes the full validator (incl. content checks such as no_text); "
+                           "schema_valid_rate = well-formed JSON object with exactly the task's keys",
+        "schema_valid_rate": schema_valid_rate,
         "rows": len(requests), "repeats": args.repeats,
         "engine": cfg.engine.label, "guided_decoding": cfg.engine.resolved_response_format(),
         "max_tokens": cfg.engine.sampling.max_tokens, "lengths": cfg.lengths.model_dump(),
