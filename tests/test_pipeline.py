@@ -50,9 +50,10 @@ def _profile(root: Path) -> dict:
     }
 
 
-def test_check_accepts_the_shipped_profile():
+@pytest.mark.parametrize("profile", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_check_accepts_every_shipped_profile(profile):
     proc = subprocess.run(
-        [str(VENV_BIN / "python"), "jobs/pipeline.py", "--config", "configs/cpu-tiny.yaml", "--check"],
+        [str(VENV_BIN / "python"), "jobs/pipeline.py", "--config", f"configs/{profile}", "--check"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]

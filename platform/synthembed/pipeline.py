@@ -42,13 +42,20 @@ class PipelineConfig(StrictModel):
     serve: ServeConfig = Field(default_factory=ServeConfig)
 
 
+def labeled_sources(config: PipelineConfig) -> list[DataSource]:
+    """train.data minus the entry that names the generate section's own output (a stage job's link)."""
+    generated = Path(config.generate.output_dir).expanduser().resolve()
+    return [d for d in config.train.data if Path(d.path).expanduser().resolve() != generated]
+
+
 def wire(config: PipelineConfig) -> PipelineConfig:
     """Point each stage at the previous stage's output; the per-stage paths in the file are ignored."""
     root = Path(config.output_root).expanduser().resolve()
     generate = config.generate.model_copy(update={"output_dir": str(root / "generate")})
     generated = DataSource(path=str(root / "generate"))
     train = config.train.model_copy(
-        update={"data": [generated, *config.train.data], "storage_path": str(root), "name": "train", "output_dir": None}
+        update={"data": [generated, *labeled_sources(config)], "storage_path": str(root), "name": "train",
+                "output_dir": None}
     )
     merged = str(root / "train" / "merged")
     serve_model = config.serve.model.model_copy(update={"source": merged, "adapter": None})
@@ -83,7 +90,7 @@ def preflight(config: PipelineConfig) -> list[str]:
 
     problems = []
     for i, source in enumerate(config.train.data):
-        if not Path(source.path).expanduser().exists():
+        if source in labeled_sources(config) and not Path(source.path).expanduser().exists():
             problems.append(f"train.data[{i}].path: {source.path} does not exist")
     for i, task in enumerate(config.evaluate.tasks):
         if task.path and not Path(task.path).expanduser().is_dir():
