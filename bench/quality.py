@@ -162,13 +162,22 @@ def evaluate_base() -> dict:
     return base
 
 
+def evaluate_tuned() -> dict:
+    cache = RUNS / "quality-eval-tuned.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    tuned = evaluate_model(str(RUNS / RUN_NAME / "merged"))
+    cache.write_text(json.dumps(tuned))
+    return tuned
+
+
 def evaluate() -> Path:
     from common import write_result
 
     run_dir = RUNS / RUN_NAME
     manifest = json.loads((run_dir / "manifest.json").read_text())
     base = evaluate_base()
-    tuned = evaluate_model(str(run_dir / "merged"))
+    tuned = evaluate_tuned()
     tasks = {}
     for key in ("stsb_en", "stsb_multilingual_avg", "scifact_ndcg@10", "tatoeba_avg"):
         tasks[key] = {"base": round(base[key], 2), "tuned": round(tuned[key], 2), "delta": round(tuned[key] - base[key], 2)}
@@ -196,6 +205,8 @@ if __name__ == "__main__":
         print(train())
     elif cmd == "eval-base":
         print(evaluate_base())
+    elif cmd == "eval-tuned":
+        print(evaluate_tuned())
     elif cmd == "eval":
         print(evaluate())
     else:
