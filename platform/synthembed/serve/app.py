@@ -20,6 +20,7 @@ import hmac
 import json
 import logging
 import os
+import threading
 import time
 from typing import Any
 
@@ -144,6 +145,7 @@ class EmbeddingService:
         self.cap = self.config.max_tokens_per_item
         self.vocab_size = self.embedder.model.get_input_embeddings().num_embeddings
         self.key_hashes = list(key_hashes or [])
+        self._tokenizer_lock = threading.Lock()
         self.metrics = ServeMetrics(self.model_name)
         self._forward.set_max_batch_size(self.config.batching.max_batch_tokens)
         self._forward.set_batch_wait_timeout_s(self.config.batching.batch_wait_timeout_s)
@@ -195,7 +197,7 @@ class EmbeddingService:
         texts, token_ids = parse_input(req.input, limits.max_items_per_request)
         if texts is not None:
             instruction = resolve_instruction(req.input_type, req.instruction, self.config.default_query_instruction)
-            tok = await asyncio.to_thread(tokenize_texts, self.embedder, texts, instruction, self.cap, limits.truncate)
+            tok = await asyncio.to_thread(self._tokenize, texts, instruction)
         else:
             if req.instruction is not None or req.input_type == "query":
                 raise bad_request("token-id input is embedded as given; format the query text yourself and "
@@ -218,6 +220,12 @@ class EmbeddingService:
             "model": self.model_name,
             "usage": {"prompt_tokens": tok.tokens, "total_tokens": tok.tokens},
         }
+
+    def _tokenize(self, texts: list[str], instruction: str | None):
+        # A fast tokenizer is not safe to call from two threads when the truncation length changes
+        # between calls ("Already borrowed"); tokenizing is cheap next to the forward pass, so serialise it.
+        with self._tokenizer_lock:
+            return tokenize_texts(self.embedder, texts, instruction, self.cap, self.config.limits.truncate)
 
     # ---------------------------------------------------------------------------------------- batcher
     @serve.batch(max_batch_size=8192, batch_wait_timeout_s=0.005, batch_size_fn=padded_tokens)
