@@ -75,7 +75,9 @@ def evaluation_configs(config: PipelineConfig) -> tuple[EvaluateConfig, Evaluate
         update={"source": config.train.model.source, "adapter": None, "name": "base"}
     )
     tuned_model = config.evaluate.model.model_copy(
-        update={"source": str(root / "train" / "merged"), "adapter": None, "name": "fine-tuned"}
+        # kind=decoder: merged/ also carries sentence-transformers modules, but both runs must go through
+        # the same Embedder path (same max_length, same classification protocols) to be comparable.
+        update={"source": str(root / "train" / "merged"), "adapter": None, "name": "fine-tuned", "kind": "decoder"}
     )
     base = config.evaluate.model_copy(update={"model": base_model, "output_dir": str(root / "evaluate" / "base")})
     tuned = config.evaluate.model_copy(
