@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Literal
@@ -91,8 +92,9 @@ def preflight(config: PipelineConfig) -> list[str]:
     from synthembed.model.loading import PACKAGED_MODELS, TINY_MODELS
 
     problems = []
+    labeled = labeled_sources(config)
     for i, source in enumerate(config.train.data):
-        if source in labeled_sources(config) and not Path(source.path).expanduser().exists():
+        if source in labeled and not Path(source.path).expanduser().exists():
             problems.append(f"train.data[{i}].path: {source.path} does not exist")
     for i, task in enumerate(config.evaluate.tasks):
         if task.path and not Path(task.path).expanduser().is_dir():
@@ -185,16 +187,10 @@ def collect_summary(root: Path, config: PipelineConfig) -> dict:
     if "deploy" in config.stages:
         base = f"http://127.0.0.1:{config.serve.port}{config.serve.route_prefix.rstrip('/')}"
         body = json.dumps({"model": config.serve.model_name, "input": ["hello world"]})
-        key = f" -H \"Authorization: Bearer ${config.serve.api_key_env}\"" if _env_set(config.serve.api_key_env) else ""
+        key = f" -H \"Authorization: Bearer ${config.serve.api_key_env}\"" if os.environ.get(config.serve.api_key_env) else ""
         out["endpoint"] = base
         out["curl"] = f"curl -s {base}/v1/embeddings -H 'Content-Type: application/json'{key} -d '{body}'"
     return out
-
-
-def _env_set(name: str) -> bool:
-    import os
-
-    return bool(os.environ.get(name))
 
 
 def format_summary(summary: dict) -> str:

@@ -55,6 +55,17 @@ class LocalTaskError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------- reading
+
+def _csv_rows(reader, path, fields: str):
+    """(line number, row) of the non-empty CSV rows; a row with another field count names file and line."""
+    expected = len(fields.split(", "))
+    for row in reader:
+        if not row:
+            continue
+        if len(row) != expected:
+            raise LocalTaskError(f"{path}:{reader.line_num}: expected {expected} CSV fields ({fields}), got {len(row)}")
+        yield reader.line_num, row
+
 def find_file(folder: Path, name: str, required: bool = True) -> Path | None:
     """`name` or `name.gz` inside `folder`."""
     for candidate in (folder / name, folder / (name + ".gz")):
@@ -186,13 +197,7 @@ def _load_stsb_multi(data: LocalData, limit, subsets, **_) -> None:
             continue
         s1, s2, scores = [], [], []
         with open_text(path) as fh:
-            reader = csv.reader(fh)
-            for row in reader:
-                line_no = reader.line_num
-                if not row:
-                    continue
-                if len(row) != 3:
-                    raise LocalTaskError(f"{path}:{line_no}: expected 3 CSV fields (sentence1, sentence2, score), got {len(row)}")
+            for line_no, row in _csv_rows(csv.reader(fh), path, "sentence1, sentence2, score"):
                 scores.append(_score(row[2], path, line_no, *STS_RANGE))
                 s1.append(row[0])
                 s2.append(row[1])
@@ -320,12 +325,7 @@ def _read_labeled_csv(path: Path, categories: list[str] | None, categories_path:
         if header != ["text", "category"]:
             raise LocalTaskError(f"{path}:1: expected the header 'text,category', got {header!r}")
         allowed = set(categories) if categories else None
-        for row in reader:
-            line_no = reader.line_num
-            if not row:
-                continue
-            if len(row) != 2:
-                raise LocalTaskError(f"{path}:{line_no}: expected 2 CSV fields (text, category), got {len(row)}")
+        for line_no, row in _csv_rows(reader, path, "text, category"):
             if allowed is not None and row[1] not in allowed:
                 raise LocalTaskError(f"{path}:{line_no}: category {row[1]!r} is not listed in {categories_path}")
             texts.append(row[0])
