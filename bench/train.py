@@ -1,13 +1,22 @@
-"""Training throughput and peak memory: our Ray Train loop vs sentence-transformers' trainer.
+"""Training throughput and peak memory: our training loop vs sentence-transformers' trainer.
 
-Same model (gemma3-270m backbone, float32, LoRA r16 on all linear layers), same rows (Banking77 pairs
-with one hard negative, see bench/quality_data.py), same batch (16 queries + 16 positives + 16 hard
-negatives), same max length, same pooling (EOS appended, last-token pooling, normalised), same
-temperature (0.02, i.e. MNRL scale 50), AdamW. Each side runs once, in its own process, for
-STEPS steps; examples/s is batch / median step time over the steps after the first (warm-up).
-Peak memory is the training process's max RSS, model load included. Default BENCH_BACKEND=local runs our
-loop in one process (same code as a Ray Train worker, minus the per-step report); BENCH_BACKEND=ray goes
-through Ray Train (then the RSS is the worker's).
+Same model (gemma3-270m backbone, float32, LoRA r16 on all linear layers, dropout 0), same rows in the
+same batches (our first STEPS global batches of Banking77 pairs with one hard negative, see
+bench/quality_data.py; the sentence-transformers side reads them in order), same batch (16 queries +
+16 positives + 16 hard negatives), same max length, same pooling (EOS appended, last-token pooling,
+normalised), same temperature (0.02 = MNRL scale 50), AdamW, no duplicate masking (MNRL has none).
+LoRA B starts at zero, so step 1 is the base model on the same batch on every side: the recorded
+first losses must agree, which shows the sides compute the same thing.
+
+Sides (each once, in its own process, STEPS steps; examples/s = batch / median step time after WARMUP):
+  ours              synthembed.train (micro_batch_size 8: length-sorted forward passes)
+  ours_one_pass     the same loop with micro_batch_size None (one padded pass): the ablation
+  ours_gradcache    the same loop with GradCache chunks of 8 (length-sorted): the low-memory setting
+  st_mnrl           SentenceTransformerTrainer + MultipleNegativesRankingLoss
+  st_cached_mnrl    SentenceTransformerTrainer + CachedMultipleNegativesRankingLoss(mini_batch_size 8)
+Peak memory is the process's max RSS, model load included. BENCH_BACKEND=local (default) runs our loop
+in one process (the Ray Train worker's code minus the per-step report); BENCH_BACKEND=ray goes through
+Ray Train (then the RSS is the worker's).
 
     flock /tmp/synthembed-bench.lock .venv/bin/python bench/train.py
 """
@@ -17,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -29,34 +39,52 @@ sys.path.insert(0, str(REPO / "bench"))
 MODEL = os.environ.get("BENCH_MODEL", "gemma3-270m")
 BATCH = int(os.environ.get("BENCH_BATCH", 16))
 MAX_LENGTH = int(os.environ.get("BENCH_MAX_LENGTH", 64))
-STEPS = int(os.environ.get("BENCH_STEPS", 5))
+STEPS = int(os.environ.get("BENCH_STEPS", 12))
+DEFAULT_SIDES = ("ours", "ours_one_pass", "ours_gradcache", "st_mnrl", "st_cached_mnrl")
+SIDES = os.environ.get("BENCH_SIDES", ",".join(DEFAULT_SIDES)).split(",")
+WARMUP = 2  # steps left out of the median: allocator and thread-pool warm-up
+MINI_BATCH = 8
 LR = 1e-4
 TEMPERATURE = 0.02
 DATA = REPO / "runs" / "quality-data" / "banking77-pairs"
+WORK = REPO / "runs" / "bench-train"
 
 
-def _rows(n: int) -> list[dict]:
-    import pyarrow.parquet as pq
+def _rows_in_our_order() -> list[dict]:
+    """The rows of our first STEPS global batches, in order: every side then sees identical batches."""
+    from synthembed.train.config import DataSource
+    from synthembed.train.data import BatchPlan, mix_sources
 
-    return pq.read_table(DATA / "part-0.parquet").slice(0, n).to_pylist()
+    examples = mix_sources([DataSource(path=str(DATA))], seed=0)
+    plan = BatchPlan(len(examples), BATCH, 1, seed=0, max_steps=STEPS)
+    taken = examples.take([i for step in range(STEPS) for i in plan.indices(step)])
+    return [{"instruction": i, "query": q, "positive": p, "hard_negative": h}
+            for i, q, p, h in zip(taken.instruction, taken.query, taken.positive, taken.hard_negative)]
 
 
-def ours() -> dict:
+def _sequential_batches(dataset, **kwargs):
+    """sentence-transformers batch sampler without shuffling (the rows are already in our batch order)."""
+    from sentence_transformers.base.sampler import DefaultBatchSampler
+    from torch.utils.data import SequentialSampler
+
+    kwargs.pop("generator", None)
+    return DefaultBatchSampler(SequentialSampler(dataset), **kwargs)
+
+
+def ours(micro_batch_size: int | None, chunk_size: int | None = None) -> dict:
     import ray
 
     from synthembed.train import TrainConfig, run
 
-    tmp = REPO / "runs" / "bench-train"
-    import shutil
-
-    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(WORK / "ours", ignore_errors=True)
     config = TrainConfig(
         model={"source": MODEL, "max_length": MAX_LENGTH},
         data=[{"path": str(DATA)}],
         lora={"r": 16, "alpha": 32, "dropout": 0.0},
         temperature=TEMPERATURE, batch_size=BATCH, max_steps=STEPS, lr=LR, warmup_steps=0, weight_decay=0.0,
-        torch_threads=2, num_workers=1, checkpoint_every=1000, storage_path=str(tmp), name="ours",
-        export_merged=False, mask_duplicates=False,  # MNRL does not mask; same loss on both sides
+        micro_batch_size=micro_batch_size, chunk_size=chunk_size,
+        torch_threads=2, num_workers=1, checkpoint_every=1000, storage_path=str(WORK), name="ours",
+        export_merged=False, mask_duplicates=False,
         backend=os.environ.get("BENCH_BACKEND", "local"),
     )
     if config.backend == "ray":  # run under /tmp/synthembed-ray.lock: the test fixture stops all Ray processes
@@ -72,10 +100,10 @@ def ours() -> dict:
     }
 
 
-def sentence_transformers_side() -> dict:
+def sentence_transformers_side(cached: bool) -> dict:
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
+    from peft import LoraConfig, get_peft_model
     from sentence_transformers import (
         SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments, losses, models,
     )
@@ -86,25 +114,26 @@ def sentence_transformers_side() -> dict:
 
     torch.set_num_threads(2)
     transformer = models.Transformer(str(resolve_model_dir(MODEL)), max_seq_length=MAX_LENGTH,
-                                     model_args={"dtype": torch.float32})
+                                     model_kwargs={"dtype": torch.float32})
     tokenizer_appending_eos(transformer.tokenizer)  # EOS appended, as in our Embedder
     transformer.tokenizer.padding_side = "right"
     dim = transformer.get_word_embedding_dimension()
     model = SentenceTransformer(modules=[transformer, models.Pooling(dim, pooling_mode="lasttoken"), models.Normalize()],
                                 device="cpu")
     # transformers' add_adapter wants peft>=0.22 (0.21 here): wrap the backbone with peft directly, as we do
-    from peft import get_peft_model
-
     model[0].auto_model = get_peft_model(
         model[0].auto_model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear")
     )
-    rows = _rows(BATCH * STEPS)
+    rows = _rows_in_our_order()
     ds = Dataset.from_dict({
         "anchor": [format_text(r["query"], r["instruction"]) for r in rows],
         "positive": [r["positive"] for r in rows],
         "negative": [r["hard_negative"] for r in rows],
     })
-    loss = losses.MultipleNegativesRankingLoss(model, scale=1.0 / TEMPERATURE)
+    if cached:
+        loss = losses.CachedMultipleNegativesRankingLoss(model, scale=1.0 / TEMPERATURE, mini_batch_size=MINI_BATCH)
+    else:
+        loss = losses.MultipleNegativesRankingLoss(model, scale=1.0 / TEMPERATURE)
     times: list[float] = []
 
     class Timer(TrainerCallback):
@@ -115,9 +144,10 @@ def sentence_transformers_side() -> dict:
             times.append(time.perf_counter() - self.t0)
 
     args = SentenceTransformerTrainingArguments(
-        output_dir=str(REPO / "runs" / "bench-train" / "st"), per_device_train_batch_size=BATCH, max_steps=STEPS,
+        output_dir=str(WORK / "st"), per_device_train_batch_size=BATCH, max_steps=STEPS,
         learning_rate=LR, warmup_steps=0, weight_decay=0.0, lr_scheduler_type="linear", logging_steps=1,
         save_strategy="no", report_to="none", use_cpu=True, dataloader_drop_last=True, seed=0,
+        batch_sampler=_sequential_batches,
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds, loss=loss, callbacks=[Timer()])
     trainer.train()
@@ -125,7 +155,19 @@ def sentence_transformers_side() -> dict:
     return {"step_seconds": times, "losses": logs, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def _side(name: str) -> dict:
+def run_side(name: str) -> dict:
+    if name == "ours":
+        return ours(micro_batch_size=MINI_BATCH)
+    if name == "ours_one_pass":
+        return ours(micro_batch_size=None)
+    if name == "ours_gradcache":
+        return ours(micro_batch_size=None, chunk_size=MINI_BATCH)
+    if name in ("st_mnrl", "st_cached_mnrl"):
+        return sentence_transformers_side(cached=name == "st_cached_mnrl")
+    raise SystemExit(f"unknown side {name!r}; BENCH_SIDES takes {', '.join(DEFAULT_SIDES)}")
+
+
+def _side_in_subprocess(name: str) -> dict:
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
     proc = subprocess.run([sys.executable, __file__, "--side", name], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -140,34 +182,57 @@ def main() -> None:
         from quality_data import build
 
         build(DATA.parent)
+    load_start = os.getloadavg()
     results = {}
-    for name in ("ours", "sentence_transformers"):
+    for name in SIDES:
         t0 = time.time()
-        r = _side(name)
-        steady = r["step_seconds"][1:] or r["step_seconds"]
+        r = _side_in_subprocess(name)
+        steady = r["step_seconds"][WARMUP:] or r["step_seconds"]
         r["examples_per_s"] = BATCH / statistics.median(steady)
         r["step_seconds_steady"] = spread(steady)
         r["wall_s"] = round(time.time() - t0, 1)
         results[name] = r
-    ratio = results["ours"]["examples_per_s"] / results["sentence_transformers"]["examples_per_s"]
-    payload = {
-        "ratio": ratio,
-        "memory_ratio": results["ours"]["peak_rss_mb"] / results["sentence_transformers"]["peak_rss_mb"],
-        "ours_examples_per_s": results["ours"]["examples_per_s"],
-        "st_examples_per_s": results["sentence_transformers"]["examples_per_s"],
-        "ours_peak_rss_mb": results["ours"]["peak_rss_mb"],
-        "st_peak_rss_mb": results["sentence_transformers"]["peak_rss_mb"],
-        "setup": {"model": MODEL, "batch": BATCH, "docs_per_query": 2, "max_length": MAX_LENGTH, "steps": STEPS,
-                  "lora": "r16 all-linear, dropout 0", "dtype": "float32", "temperature": TEMPERATURE,
-                  "st_loss": "MultipleNegativesRankingLoss(scale=50)", "ours": f"synthembed.train.run, backend {os.environ.get('BENCH_BACKEND', 'local')}, 2 threads",
-                  "loadavg_at_start": os.getloadavg()},
-        "sides": results,
+        print(f"{name}: {r['examples_per_s']:.2f} examples/s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+    payload = {"first_loss": {name: r["losses"][0] for name, r in results.items()}}
+    if "ours" in results and "st_mnrl" in results:
+        ours_r, st = results["ours"], results["st_mnrl"]
+        payload.update({
+            "ratio": ours_r["examples_per_s"] / st["examples_per_s"],
+            "memory_ratio": ours_r["peak_rss_mb"] / st["peak_rss_mb"],
+            "ours_examples_per_s": ours_r["examples_per_s"],
+            "st_examples_per_s": st["examples_per_s"],
+            "ours_peak_rss_mb": ours_r["peak_rss_mb"],
+            "st_peak_rss_mb": st["peak_rss_mb"],
+        })
+    if "ours" in results and "st_cached_mnrl" in results:
+        cached = results["st_cached_mnrl"]
+        payload["ratio_vs_cached"] = results["ours"]["examples_per_s"] / cached["examples_per_s"]
+        payload["memory_ratio_vs_cached"] = results["ours"]["peak_rss_mb"] / cached["peak_rss_mb"]
+    if "ours_gradcache" in results and "st_cached_mnrl" in results:
+        gc, cached = results["ours_gradcache"], results["st_cached_mnrl"]
+        payload["gradcache_ratio_vs_cached"] = gc["examples_per_s"] / cached["examples_per_s"]
+        payload["gradcache_memory_ratio_vs_cached"] = gc["peak_rss_mb"] / cached["peak_rss_mb"]
+    payload["setup"] = {
+        "model": MODEL, "batch": BATCH, "docs_per_query": 2, "max_length": MAX_LENGTH, "steps": STEPS,
+        "warmup_steps_excluded": WARMUP, "lora": "r16 all-linear, dropout 0", "dtype": "float32",
+        "temperature": TEMPERATURE, "mini_batch": MINI_BATCH, "data": "Banking77 pairs + hard negative",
+        "backend": os.environ.get("BENCH_BACKEND", "local"), "torch_threads": 2, "loadavg_at_start": load_start,
     }
+    payload["sides"] = results
     path = write_result("train", payload)
-    print(f"{'side':<24}{'examples/s':>12}{'peak RSS MB':>14}{'first loss':>12}")
+    print(f"\n{'side':<18}{'examples/s':>12}{'step s (min-max)':>20}{'peak RSS MB':>13}{'first loss':>12}")
     for name, r in results.items():
-        print(f"{name:<24}{r['examples_per_s']:>12.2f}{r['peak_rss_mb']:>14.0f}{r['losses'][0]:>12.3f}")
-    print(f"ratio (ours / ST examples/s) = {ratio:.2f}; wrote {path}")
+        s = r["step_seconds_steady"]
+        print(f"{name:<18}{r['examples_per_s']:>12.2f}{s['min']:>10.2f}-{s['max']:<9.2f}{r['peak_rss_mb']:>13.0f}{r['losses'][0]:>12.4f}")
+    if "ratio" in payload:
+        print(f"ours / st_mnrl: {payload['ratio']:.2f}x examples/s at {payload['memory_ratio']:.2f}x peak memory")
+    if "ratio_vs_cached" in payload:
+        print(f"ours / st_cached_mnrl: {payload['ratio_vs_cached']:.2f}x examples/s at "
+              f"{payload['memory_ratio_vs_cached']:.2f}x peak memory")
+    if "gradcache_ratio_vs_cached" in payload:
+        print(f"ours_gradcache / st_cached_mnrl: {payload['gradcache_ratio_vs_cached']:.2f}x examples/s at "
+              f"{payload['gradcache_memory_ratio_vs_cached']:.2f}x peak memory")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
@@ -175,7 +240,6 @@ if __name__ == "__main__":
         import logging
 
         logging.basicConfig(level=logging.WARNING)
-        out = ours() if sys.argv[2] == "ours" else sentence_transformers_side()
-        print(json.dumps(out))
+        print(json.dumps(run_side(sys.argv[2])))
     else:
         main()

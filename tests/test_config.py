@@ -49,6 +49,18 @@ def test_out_of_range_value():
         load_config(_Job, None, ["model.max_length=1"])
 
 
+class _Runs(StrictModel):
+    models: list[ModelConfig]
+
+
+def test_override_indexes_a_list_item(tmp_path):
+    path = _write(tmp_path, "job:\n  models:\n    - {source: a}\n    - {source: b}\n")
+    cfg = load_config(_Runs, path, ["job.models.1.max_length=64"], section="job")
+    assert [m.max_length for m in cfg.models] == [512, 64]
+    with pytest.raises(ConfigError, match=r"'2' must index the list there \(0\.\.1\)"):
+        load_config(_Runs, path, ["job.models.2.max_length=64"], section="job")
+
+
 def test_override_without_equals_sign():
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         load_config(_Job, None, ["steps"])

@@ -9,7 +9,7 @@ import torch
 
 from synthembed.train import DataSource, InfoNCELoss, TrainConfig, duplicate_mask
 from synthembed.train.data import BatchPlan, ContrastiveCollator, Examples, mix_sources, text_key
-from synthembed.train.gradcache import ContrastiveStep
+from synthembed.train.gradcache import ContrastiveStep, length_groups
 from synthembed.train.model import build_lora_embedder, make_embed_fn, trainable_parameters
 from train_helpers import toy_rows, write_examples
 
@@ -92,14 +92,20 @@ def _randomize_lora_b(model):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.1)
 
 
-def _grads_of(config, rows, chunk_size):
+def _grads_of(config, rows, chunk_size, micro_batch_size=None):
     torch.manual_seed(0)
     emb = build_lora_embedder(config, torch.device("cpu"))
     _randomize_lora_b(emb.model)
     batch = ContrastiveCollator(emb, config.model.max_length)(Examples(
         [r["instruction"] for r in rows], [r["query"] for r in rows], [r["positive"] for r in rows], [r["hard_negative"] for r in rows]
     ))
-    step = ContrastiveStep(make_embed_fn(emb, None), InfoNCELoss(config.temperature), chunk_size)
+    if chunk_size == "reference":  # no grouping machinery: one padded pass per column, as written in the paper
+        embed = make_embed_fn(emb, None)
+        loss_t = InfoNCELoss(config.temperature)(embed(batch.query_ids), embed(batch.doc_ids), batch.pos_keys, batch.doc_keys)
+        loss_t.backward()
+        return loss_t.item(), [p.grad.clone() for p in trainable_parameters(emb.model)]
+    step = ContrastiveStep(make_embed_fn(emb, None), InfoNCELoss(config.temperature), chunk_size,
+                           micro_batch_size=micro_batch_size)
     loss = step(batch)
     return loss, [p.grad.clone() for p in trainable_parameters(emb.model)]
 
@@ -107,9 +113,29 @@ def _grads_of(config, rows, chunk_size):
 def test_gradcache_chunked_equals_unchunked():
     config = _tiny_config()
     rows = toy_rows(6)
-    loss_full, grads_full = _grads_of(config, rows, chunk_size=None)
+    loss_full, grads_full = _grads_of(config, rows, chunk_size="reference")
     loss_chunk, grads_chunk = _grads_of(config, rows, chunk_size=2)
     assert loss_chunk == pytest.approx(loss_full, abs=1e-5)
     assert sum(g.abs().sum().item() for g in grads_full) > 0
     for a, b in zip(grads_full, grads_chunk):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+
+
+def test_length_grouped_micro_batches_equal_one_pass():
+    """Sorting texts by length into small forward passes changes the cost, not the loss or gradients."""
+    config = _tiny_config(model={"source": "tiny-llama", "max_length": 400})  # no truncation: lengths differ
+    rows = toy_rows(6)
+    for i, extra in enumerate([0, 9, 2, 14, 5, 1]):  # lengths out of order, so grouping really reorders
+        rows[i] = {**rows[i], "query": rows[i]["query"] + " please" * extra, "positive": rows[i]["positive"] + " ok" * (14 - extra)}
+    loss_full, grads_full = _grads_of(config, rows, chunk_size="reference")
+    loss_micro, grads_micro = _grads_of(config, rows, chunk_size=None, micro_batch_size=4)
+    assert loss_micro == pytest.approx(loss_full, abs=1e-5)
+    for a, b in zip(grads_full, grads_micro):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+
+
+def test_length_groups_sort_longest_first_and_cover_every_text_once():
+    ids = [[1] * n for n in (3, 7, 1, 7, 5)]
+    groups = length_groups(ids, 2)
+    assert groups == [[1, 3], [4, 0], [2]]
+    assert length_groups(ids, None) == [[1, 3, 4, 0, 2]]

@@ -89,14 +89,26 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
         parts = key.strip().split(".")
         node = data
         for part in parts[:-1]:
+            if isinstance(node, list):  # a list item by index: --set evaluate.tasks.0.limit=100
+                node = node[_list_index(node, part, key)]
+                continue
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
-            elif not isinstance(child, dict):
+            elif not isinstance(child, (dict, list)):
                 raise ConfigError(f"--set {key}: '{part}' is a value, not a section")
             node = child
-        node[parts[-1]] = _parse_value(raw)
+        if isinstance(node, list):
+            node[_list_index(node, parts[-1], key)] = _parse_value(raw)
+        else:
+            node[parts[-1]] = _parse_value(raw)
     return data
+
+
+def _list_index(items: list, part: str, key: str) -> int:
+    if not part.isdigit() or int(part) >= len(items):
+        raise ConfigError(f"--set {key}: '{part}' must index the list there (0..{len(items) - 1})")
+    return int(part)
 
 
 def load_config(

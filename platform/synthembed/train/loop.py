@@ -160,6 +160,7 @@ def train_loop_per_worker(loop_config: dict, session=None) -> None:
         InfoNCELoss(config.temperature, config.mask_duplicates),
         config.chunk_size,
         device,
+        config.micro_batch_size,
     )
     for step in range(start, plan.total_steps):
         t0 = time.perf_counter()
