@@ -4,7 +4,7 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test test-fast bench
+.PHONY: setup demo test test-fast quality
 
 setup:
 	./scripts/setup.sh
@@ -17,6 +17,14 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest tests -q -ra -m "not slow"
+
+# Fine-tuning quality (bench/results/quality.json): the cpu-tiny pipeline through `ray job submit` with
+# 300 generated examples, 3 epochs at 128 tokens, base and fine-tuned scored by the evaluate stage.
+QUALITY_SETS := output_root=outputs/quality 'stages=[generate,train,evaluate]' generate.num_examples=300 \
+	generate.min_per_type=8 train.model.max_length=128 train.epochs=3 train.max_steps=null train.warmup_steps=5
+quality: setup
+	SUMMARY=outputs/quality/summary.json ./scripts/demo.sh $(QUALITY_SETS)
+	$(PY) bench/quality.py outputs/quality
 
 # Local cluster: start a head on this machine, submit the pipeline, follow a job, stop.
 .PHONY: cluster-up pipeline logs cluster-down

@@ -14,4 +14,4 @@ ID="pipeline-$(date +%Y%m%d-%H%M%S)"
 echo "submitting $ID (follow it in the dashboard: http://127.0.0.1:8265/#/jobs)"
 start=$(date +%s)
 scripts/cluster.sh submit --submission-id "$ID" -- python jobs/pipeline.py --config "$PROFILE" "${SETS[@]}"
-echo "pipeline finished in $(( $(date +%s) - start )) s; summary: outputs/pipeline/summary.json"
+echo "pipeline finished in $(( $(date +%s) - start )) s; summary: ${SUMMARY:-outputs/pipeline/summary.json}"
