@@ -10,13 +10,14 @@ first losses must agree, which shows the sides compute the same thing.
 
 Sides (each once, in its own process, STEPS steps; examples/s = batch / median step time after WARMUP):
   ours              synthembed.train (micro_batch_size 8: length-sorted forward passes)
+  ours_ray_train    ours through Ray Train (TorchTrainer, 1 worker, per-step ray.train.report; RSS of the worker)
   ours_one_pass     the same loop with micro_batch_size None (one padded pass): the ablation
   ours_gradcache    the same loop with GradCache chunks of 8 (length-sorted): the low-memory setting
   st_mnrl           SentenceTransformerTrainer + MultipleNegativesRankingLoss
   st_cached_mnrl    SentenceTransformerTrainer + CachedMultipleNegativesRankingLoss(mini_batch_size 8)
-Peak memory is the process's max RSS, model load included. BENCH_BACKEND=local (default) runs our loop
-in one process (the Ray Train worker's code minus the per-step report); BENCH_BACKEND=ray goes through
-Ray Train (then the RSS is the worker's).
+Peak memory is the process's max RSS, model load included. `ours` runs the Ray Train worker's loop in
+one process (backend local), `ours_ray_train` the same loop under Ray Train in a private local Ray
+instance (run it under /tmp/synthembed-ray.lock: the test fixture stops every Ray process).
 
     flock /tmp/synthembed-bench.lock .venv/bin/python bench/train.py
 """
@@ -40,7 +41,7 @@ MODEL = os.environ.get("BENCH_MODEL", "gemma3-270m")
 BATCH = int(os.environ.get("BENCH_BATCH", 16))
 MAX_LENGTH = int(os.environ.get("BENCH_MAX_LENGTH", 64))
 STEPS = int(os.environ.get("BENCH_STEPS", 12))
-DEFAULT_SIDES = ("ours", "ours_one_pass", "ours_gradcache", "st_mnrl", "st_cached_mnrl")
+DEFAULT_SIDES = ("ours", "ours_ray_train", "ours_one_pass", "ours_gradcache", "st_mnrl", "st_cached_mnrl")
 SIDES = os.environ.get("BENCH_SIDES", ",".join(DEFAULT_SIDES)).split(",")
 WARMUP = 2  # steps left out of the median: allocator and thread-pool warm-up
 MINI_BATCH = 8
@@ -71,7 +72,7 @@ def _sequential_batches(dataset, **kwargs):
     return DefaultBatchSampler(SequentialSampler(dataset), **kwargs)
 
 
-def ours(micro_batch_size: int | None, chunk_size: int | None = None) -> dict:
+def ours(micro_batch_size: int | None, chunk_size: int | None = None, backend: str = "local") -> dict:
     import ray
 
     from synthembed.train import TrainConfig, run
@@ -85,9 +86,9 @@ def ours(micro_batch_size: int | None, chunk_size: int | None = None) -> dict:
         micro_batch_size=micro_batch_size, chunk_size=chunk_size,
         torch_threads=2, num_workers=1, checkpoint_every=1000, storage_path=str(WORK), name="ours",
         export_merged=False, mask_duplicates=False,
-        backend=os.environ.get("BENCH_BACKEND", "local"),
+        backend=backend,
     )
-    if config.backend == "ray":  # run under /tmp/synthembed-ray.lock: the test fixture stops all Ray processes
+    if config.backend == "ray":
         ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir="/tmp/synthembed-ray-benchtrain")
     out = run(config)
     curve = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines()]
@@ -158,6 +159,8 @@ def sentence_transformers_side(cached: bool) -> dict:
 def run_side(name: str) -> dict:
     if name == "ours":
         return ours(micro_batch_size=MINI_BATCH)
+    if name == "ours_ray_train":
+        return ours(micro_batch_size=MINI_BATCH, backend="ray")
     if name == "ours_one_pass":
         return ours(micro_batch_size=None)
     if name == "ours_gradcache":
@@ -204,6 +207,10 @@ def main() -> None:
             "ours_peak_rss_mb": ours_r["peak_rss_mb"],
             "st_peak_rss_mb": st["peak_rss_mb"],
         })
+    if "ours_ray_train" in results and "st_mnrl" in results:
+        ray_r, st = results["ours_ray_train"], results["st_mnrl"]
+        payload["ray_train_ratio"] = ray_r["examples_per_s"] / st["examples_per_s"]
+        payload["ray_train_memory_ratio"] = ray_r["peak_rss_mb"] / st["peak_rss_mb"]
     if "ours" in results and "st_cached_mnrl" in results:
         cached = results["st_cached_mnrl"]
         payload["ratio_vs_cached"] = results["ours"]["examples_per_s"] / cached["examples_per_s"]
@@ -216,7 +223,7 @@ def main() -> None:
         "model": MODEL, "batch": BATCH, "docs_per_query": 2, "max_length": MAX_LENGTH, "steps": STEPS,
         "warmup_steps_excluded": WARMUP, "lora": "r16 all-linear, dropout 0", "dtype": "float32",
         "temperature": TEMPERATURE, "mini_batch": MINI_BATCH, "data": "Banking77 pairs + hard negative",
-        "backend": os.environ.get("BENCH_BACKEND", "local"), "torch_threads": 2, "loadavg_at_start": load_start,
+        "torch_threads": 2, "loadavg_at_start": load_start,
     }
     payload["sides"] = results
     path = write_result("train", payload)
@@ -226,6 +233,9 @@ def main() -> None:
         print(f"{name:<18}{r['examples_per_s']:>12.2f}{s['min']:>10.2f}-{s['max']:<9.2f}{r['peak_rss_mb']:>13.0f}{r['losses'][0]:>12.4f}")
     if "ratio" in payload:
         print(f"ours / st_mnrl: {payload['ratio']:.2f}x examples/s at {payload['memory_ratio']:.2f}x peak memory")
+    if "ray_train_ratio" in payload:
+        print(f"ours_ray_train / st_mnrl: {payload['ray_train_ratio']:.2f}x examples/s at "
+              f"{payload['ray_train_memory_ratio']:.2f}x peak memory")
     if "ratio_vs_cached" in payload:
         print(f"ours / st_cached_mnrl: {payload['ratio_vs_cached']:.2f}x examples/s at "
               f"{payload['memory_ratio_vs_cached']:.2f}x peak memory")
