@@ -11,7 +11,7 @@ from synthembed.train import DataSource, InfoNCELoss, TrainConfig, duplicate_mas
 from synthembed.train.data import BatchPlan, ContrastiveCollator, Examples, mix_sources, text_key
 from synthembed.train.gradcache import ContrastiveStep, length_groups
 from synthembed.train.model import build_lora_embedder, make_embed_fn, trainable_parameters
-from train_helpers import toy_rows, write_examples
+from train_helpers import randomize_lora_b, toy_rows, write_examples
 
 
 def test_infonce_matches_hand_computation():
@@ -82,28 +82,27 @@ def _tiny_config(**kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def _randomize_lora_b(model):
-    # peft initialises lora_B to zero, which makes every lora_A gradient zero: use random B so the
-    # comparison covers all LoRA weights
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-
-
-def _grads_of(config, rows, chunk_size, micro_batch_size=None):
+def _lora_and_batch(config, rows):
     torch.manual_seed(0)
     emb = build_lora_embedder(config, torch.device("cpu"))
-    _randomize_lora_b(emb.model)
+    randomize_lora_b(emb.model)
     batch = ContrastiveCollator(emb, config.model.max_length)(Examples(
         [r["instruction"] for r in rows], [r["query"] for r in rows], [r["positive"] for r in rows], [r["hard_negative"] for r in rows]
     ))
-    if chunk_size == "reference":  # no grouping machinery: one padded pass per column, as written in the paper
-        embed = make_embed_fn(emb, None)
-        loss_t = InfoNCELoss(config.temperature)(embed(batch.query_ids), embed(batch.doc_ids), batch.pos_keys, batch.doc_keys)
-        loss_t.backward()
-        return loss_t.item(), [p.grad.clone() for p in trainable_parameters(emb.model)]
+    return emb, batch
+
+
+def _reference_grads(config, rows):
+    """One padded pass per column and the loss, no grouping machinery: what the paper writes down."""
+    emb, batch = _lora_and_batch(config, rows)
+    embed = make_embed_fn(emb, None)
+    loss = InfoNCELoss(config.temperature)(embed(batch.query_ids), embed(batch.doc_ids), batch.pos_keys, batch.doc_keys)
+    loss.backward()
+    return loss.item(), [p.grad.clone() for p in trainable_parameters(emb.model)]
+
+
+def _step_grads(config, rows, chunk_size=None, micro_batch_size=None):
+    emb, batch = _lora_and_batch(config, rows)
     step = ContrastiveStep(make_embed_fn(emb, None), InfoNCELoss(config.temperature), chunk_size,
                            micro_batch_size=micro_batch_size)
     loss = step(batch)
@@ -113,8 +112,8 @@ def _grads_of(config, rows, chunk_size, micro_batch_size=None):
 def test_gradcache_chunked_equals_unchunked():
     config = _tiny_config()
     rows = toy_rows(6)
-    loss_full, grads_full = _grads_of(config, rows, chunk_size="reference")
-    loss_chunk, grads_chunk = _grads_of(config, rows, chunk_size=2)
+    loss_full, grads_full = _reference_grads(config, rows)
+    loss_chunk, grads_chunk = _step_grads(config, rows, chunk_size=2)
     assert loss_chunk == pytest.approx(loss_full, abs=1e-5)
     assert sum(g.abs().sum().item() for g in grads_full) > 0
     for a, b in zip(grads_full, grads_chunk):
@@ -127,8 +126,8 @@ def test_length_grouped_micro_batches_equal_one_pass():
     rows = toy_rows(6)
     for i, extra in enumerate([0, 9, 2, 14, 5, 1]):  # lengths out of order, so grouping really reorders
         rows[i] = {**rows[i], "query": rows[i]["query"] + " please" * extra, "positive": rows[i]["positive"] + " ok" * (14 - extra)}
-    loss_full, grads_full = _grads_of(config, rows, chunk_size="reference")
-    loss_micro, grads_micro = _grads_of(config, rows, chunk_size=None, micro_batch_size=4)
+    loss_full, grads_full = _reference_grads(config, rows)
+    loss_micro, grads_micro = _step_grads(config, rows, micro_batch_size=4)
     assert loss_micro == pytest.approx(loss_full, abs=1e-5)
     for a, b in zip(grads_full, grads_micro):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
