@@ -8,10 +8,11 @@ training curve so far, and a fingerprint of the data. Rank 0 writes it; every ra
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import os
 import resource
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -79,10 +80,6 @@ class LocalSession:
     """Single process, no Ray: same loop, checkpoints copied to `storage` (debugging, benchmarks)."""
 
     def __init__(self, storage: Path, num_to_keep: int = 2):
-        import contextlib
-        import shutil
-
-        self._ctx, self._shutil = contextlib, shutil
         self.storage, self.num_to_keep = storage, num_to_keep
         self.world_size = 1
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -92,17 +89,17 @@ class LocalSession:
 
     def latest_checkpoint(self):
         found = self.checkpoints()
-        return self._ctx.nullcontext(str(found[-1])) if found else None
+        return contextlib.nullcontext(str(found[-1])) if found else None
 
     def report(self, metrics: dict, checkpoint_dir: Path | None, name: str) -> None:
         if checkpoint_dir is None:
             return
         tmp = self.storage / (name + ".tmp")
-        self._shutil.rmtree(tmp, ignore_errors=True)
-        self._shutil.copytree(checkpoint_dir, tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(checkpoint_dir, tmp)
         tmp.rename(self.storage / name)
         for old in self.checkpoints()[: -self.num_to_keep]:
-            self._shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def train_loop_per_worker(loop_config: dict, session=None) -> None:
