@@ -43,6 +43,13 @@ MAX_LENGTH = int(os.environ.get("BENCH_MAX_LENGTH", 64))
 STEPS = int(os.environ.get("BENCH_STEPS", 12))
 DEFAULT_SIDES = ("ours", "ours_ray_train", "ours_one_pass", "ours_gradcache", "st_mnrl", "st_cached_mnrl")
 SIDES = os.environ.get("BENCH_SIDES", ",".join(DEFAULT_SIDES)).split(",")
+# (our side, peer side, json key of the throughput ratio, json key of the peak-memory ratio)
+COMPARISONS = (
+    ("ours", "st_mnrl", "ratio", "memory_ratio"),
+    ("ours_ray_train", "st_mnrl", "ray_train_ratio", "ray_train_memory_ratio"),
+    ("ours", "st_cached_mnrl", "ratio_vs_cached", "memory_ratio_vs_cached"),
+    ("ours_gradcache", "st_cached_mnrl", "gradcache_ratio_vs_cached", "gradcache_memory_ratio_vs_cached"),
+)
 WARMUP = 2  # steps left out of the median: allocator and thread-pool warm-up
 MINI_BATCH = 8
 LR = 1e-4
@@ -197,28 +204,18 @@ def main() -> None:
         results[name] = r
         print(f"{name}: {r['examples_per_s']:.2f} examples/s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
     payload = {"first_loss": {name: r["losses"][0] for name, r in results.items()}}
-    if "ours" in results and "st_mnrl" in results:
-        ours_r, st = results["ours"], results["st_mnrl"]
+    for ours_side, peer, speed_key, memory_key in COMPARISONS:
+        if ours_side in results and peer in results:
+            a, b = results[ours_side], results[peer]
+            payload[speed_key] = a["examples_per_s"] / b["examples_per_s"]
+            payload[memory_key] = a["peak_rss_mb"] / b["peak_rss_mb"]
+    if "ratio" in payload:
         payload.update({
-            "ratio": ours_r["examples_per_s"] / st["examples_per_s"],
-            "memory_ratio": ours_r["peak_rss_mb"] / st["peak_rss_mb"],
-            "ours_examples_per_s": ours_r["examples_per_s"],
-            "st_examples_per_s": st["examples_per_s"],
-            "ours_peak_rss_mb": ours_r["peak_rss_mb"],
-            "st_peak_rss_mb": st["peak_rss_mb"],
+            "ours_examples_per_s": results["ours"]["examples_per_s"],
+            "st_examples_per_s": results["st_mnrl"]["examples_per_s"],
+            "ours_peak_rss_mb": results["ours"]["peak_rss_mb"],
+            "st_peak_rss_mb": results["st_mnrl"]["peak_rss_mb"],
         })
-    if "ours_ray_train" in results and "st_mnrl" in results:
-        ray_r, st = results["ours_ray_train"], results["st_mnrl"]
-        payload["ray_train_ratio"] = ray_r["examples_per_s"] / st["examples_per_s"]
-        payload["ray_train_memory_ratio"] = ray_r["peak_rss_mb"] / st["peak_rss_mb"]
-    if "ours" in results and "st_cached_mnrl" in results:
-        cached = results["st_cached_mnrl"]
-        payload["ratio_vs_cached"] = results["ours"]["examples_per_s"] / cached["examples_per_s"]
-        payload["memory_ratio_vs_cached"] = results["ours"]["peak_rss_mb"] / cached["peak_rss_mb"]
-    if "ours_gradcache" in results and "st_cached_mnrl" in results:
-        gc, cached = results["ours_gradcache"], results["st_cached_mnrl"]
-        payload["gradcache_ratio_vs_cached"] = gc["examples_per_s"] / cached["examples_per_s"]
-        payload["gradcache_memory_ratio_vs_cached"] = gc["peak_rss_mb"] / cached["peak_rss_mb"]
     payload["setup"] = {
         "model": MODEL, "batch": BATCH, "docs_per_query": 2, "max_length": MAX_LENGTH, "steps": STEPS,
         "warmup_steps_excluded": WARMUP, "lora": "r16 all-linear, dropout 0", "dtype": "float32",
@@ -231,17 +228,9 @@ def main() -> None:
     for name, r in results.items():
         s = r["step_seconds_steady"]
         print(f"{name:<18}{r['examples_per_s']:>12.2f}{s['min']:>10.2f}-{s['max']:<9.2f}{r['peak_rss_mb']:>13.0f}{r['losses'][0]:>12.4f}")
-    if "ratio" in payload:
-        print(f"ours / st_mnrl: {payload['ratio']:.2f}x examples/s at {payload['memory_ratio']:.2f}x peak memory")
-    if "ray_train_ratio" in payload:
-        print(f"ours_ray_train / st_mnrl: {payload['ray_train_ratio']:.2f}x examples/s at "
-              f"{payload['ray_train_memory_ratio']:.2f}x peak memory")
-    if "ratio_vs_cached" in payload:
-        print(f"ours / st_cached_mnrl: {payload['ratio_vs_cached']:.2f}x examples/s at "
-              f"{payload['memory_ratio_vs_cached']:.2f}x peak memory")
-    if "gradcache_ratio_vs_cached" in payload:
-        print(f"ours_gradcache / st_cached_mnrl: {payload['gradcache_ratio_vs_cached']:.2f}x examples/s at "
-              f"{payload['gradcache_memory_ratio_vs_cached']:.2f}x peak memory")
+    for ours_side, peer, speed_key, memory_key in COMPARISONS:
+        if speed_key in payload:
+            print(f"{ours_side} / {peer}: {payload[speed_key]:.2f}x examples/s at {payload[memory_key]:.2f}x peak memory")
     print(f"wrote {path}")
 
 
