@@ -138,3 +138,10 @@ def test_length_groups_sort_longest_first_and_cover_every_text_once():
     groups = length_groups(ids, 2)
     assert groups == [[1, 3], [4, 0], [2]]
     assert length_groups(ids, None) == [[1, 3, 4, 0, 2]]
+
+
+def test_bad_micro_batch_size_names_the_key():
+    from synthembed.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"micro_batch_size: .*greater than or equal to 1 \(got 0\)"):
+        load_config(TrainConfig, "configs/cpu-tiny.yaml", ["train.micro_batch_size=0"], section="train")
