@@ -30,9 +30,12 @@ from common import spread, write_result  # noqa: E402
 
 from synthembed.config import load_config  # noqa: E402
 from synthembed.synth.config import GenerateConfig  # noqa: E402
-from synthembed.synth.engines import EmbeddedServer, apply_engine, chat_payload, parse_chat_response, post_chat  # noqa: E402
+from synthembed.synth.embedded import EmbeddedServer  # noqa: E402
+from synthembed.synth.engines import apply_engine, chat_payload, post_chat  # noqa: E402
 from synthembed.synth.parse import Rejected, parse_json_object, validate_example  # noqa: E402
-from synthembed.synth.pipeline import Validate, build_plan, request_row  # noqa: E402
+from synthembed.synth.plan import build_plan, request_row  # noqa: E402
+from synthembed.synth.transport import settle_chat  # noqa: E402
+from synthembed.synth.validate import Validate  # noqa: E402
 from synthembed.synth.prompts import BRAINSTORM  # noqa: E402
 from synthembed.synth.tasks import ASYMMETRIC, TASK_TYPES, allocate_counts  # noqa: E402
 
@@ -48,7 +51,7 @@ def make_requests(cfg: GenerateConfig, n: int) -> list[dict]:
     plan = build_plan(cfg.model_copy(update={"languages": ["English", "German", "French", "Spanish", "Japanese",
                                                            "Russian", "Swahili", "Chinese (Simplified)"]}),
                       counts, pools)
-    return [request_row(r, cfg, 0) for r in plan]
+    return [request_row("example", r, cfg, 0, 0) for r in plan]
 
 
 def direct(cfg: GenerateConfig, srv: EmbeddedServer, requests: list[dict]) -> dict:
@@ -57,7 +60,7 @@ def direct(cfg: GenerateConfig, srv: EmbeddedServer, requests: list[dict]) -> di
     valid = tokens = structural_fail = 0
     for r in requests:
         payload = chat_payload(cfg.engine, srv.alias, json.loads(r["messages"]), json.loads(r["schema"]), r["seed"])
-        out = parse_chat_response(post_chat(srv.base_url, payload))
+        out = settle_chat(post_chat(srv.base_url, payload))
         tokens += out["tokens_out"]
         try:
             if out["error"]:

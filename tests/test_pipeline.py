@@ -30,7 +30,7 @@ def _profile(root: Path) -> dict:
         "output_root": str(root),
         "generate": {
             "num_examples": 12, "min_per_type": 2, "tasks_per_brainstorm": 3, "examples_per_task": 2,
-            "lengths": {"short_min": 2, "short_max": 60, "long_min": 20, "long_max": 160},
+            "lengths": {"short_min": 1, "short_max": 60, "long_min": 20, "long_max": 160},
             "brainstorm_max_chars": 100, "commit_every": 4,
             "engine": {"kind": "embedded", "model": "smollm2-135m", "batch_size": 4, "sampling": {"max_tokens": 300}},
         },

@@ -23,14 +23,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from synthembed.synth import EXAMPLE_SCHEMA, GenerateConfig, read_examples, run
-from synthembed.synth.pipeline import _outcomes
+from synthembed.synth.ledger import Ledger
 from synthembed.synth.tasks import TASK_TYPES, sample_placeholders
 
 pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python[server] (scripts/setup.sh)")
 
 REPO = Path(__file__).resolve().parents[1]
 LANGS = {lang: 1.0 for lang in ("English", "German", "French", "Spanish", "Japanese", "Swahili", "Russian")}
-SMALL_LENGTHS = {"short_min": 2, "short_max": 60, "long_min": 20, "long_max": 160}
+SMALL_LENGTHS = {"short_min": 1, "short_max": 60, "long_min": 20, "long_max": 160}
 
 
 def _engine(name: str, **kw) -> dict:
@@ -51,7 +51,8 @@ def _config(out: Path, **kw) -> GenerateConfig:
 def _check_accounting(out: Path) -> tuple:
     """Every planned request ends exactly once: one example, or a final reject; ids are unique."""
     plan = pq.read_table(out / "plan.parquet").column("request_id").to_pylist()
-    ex, rj = _outcomes(out)
+    ledger = Ledger(out)
+    ex, rj = ledger.outcomes("example"), ledger.rejects()
     ex_rids = ex.column("request_id").to_pylist()
     assert len(ex_rids) == len(set(ex_rids)), "a request produced two examples"
     ids = ex.column("id").to_pylist()

@@ -12,16 +12,18 @@ import pytest
 from synthembed.config import ConfigError, load_config
 from synthembed.synth import languages as L
 from synthembed.synth.config import EngineConfig, GenerateConfig
-from synthembed.synth.engines import chat_payload, drop_nulls, parse_chat_response, read_api_key, response_format
+from synthembed.synth.engines import _VllmPost, chat_payload, read_api_key, response_format
+from synthembed.synth.transport import drop_nulls, settle_chat
 from synthembed.synth.parse import Rejected, parse_brainstorm, parse_json_object, validate_example
-from synthembed.synth.pipeline import build_plan, pending_for
+from synthembed.synth.ledger import pending_for
+from synthembed.synth.plan import build_plan
 from synthembed.synth.prompts import brainstorm_messages, brainstorm_schema, example_messages, example_schema
 from synthembed.synth.schema import EXAMPLE_SCHEMA, REJECT_SCHEMA, example_id, normalize_text
 from synthembed.synth.tasks import (
     ASYMMETRIC, PAPER_TASK_MIX, SPECS, TASK_TYPES, allocate_counts, field_roles, instruction_for, sample_placeholders,
 )
 
-BOUNDS = {"short": (2, 80), "long": (20, 240)}
+BOUNDS = {"short": (1, 80), "long": (20, 240)}
 
 
 # ------------------------------------------------------------------------------------------ placeholders
@@ -138,7 +140,7 @@ def test_prompt_rendering_for_every_type(task_type):
     schema = example_schema(task_type, ph, BOUNDS)
     assert schema["required"] == list(SPECS[task_type].fields)
     for f, prop in schema["properties"].items():
-        assert prop["type"] == "string" and prop["maxLength"] in (80, 240) and prop["minLength"] >= 2
+        assert prop["type"] == "string" and prop["maxLength"] in (80, 240) and prop["minLength"] >= 1
     assert instruction_for(task_type, task)
 
 
@@ -188,6 +190,7 @@ def test_parser_rejects_malformed(raw, finish, code):
     ({**GOOD, "user_query": 42}, "not_string"),
     ({**GOOD, "positive_document": "too short"}, "too_short"),
     ({**GOOD, "positive_document": "x" * 241}, "too_long"),
+    ({**GOOD, "positive_document": "Roast it " * 26 + "Roast "}, "truncated"),  # exactly maxLength (240)
     ({**GOOD, "user_query": "12.5 %"}, "no_text"),
     ({**GOOD, "user_query": "Roast the pumpkin, then blend it", "positive_document": "roast the pumpkin,  then blend it."},
      "copies_query"),
@@ -197,6 +200,24 @@ def test_validator_rejects_bad_fields(obj, code):
     with pytest.raises(Rejected) as err:
         validate_example("short_long", obj, PH, BOUNDS)
     assert err.value.code == code
+
+
+@pytest.mark.parametrize("label, wrong", [("5", "1"), ("好", "坏"), ("A", "B")])
+def test_one_character_labels_are_valid(label, wrong):
+    obj = {"input_text": "The service was quick and the staff were kind.", "label": label, "misleading_label": wrong}
+    out = validate_example("long_short", obj, {}, BOUNDS)
+    assert (out["positive"], out["hard_negative"]) == (label, wrong)
+    with pytest.raises(Rejected, match="no_text"):  # a label still needs a letter or digit
+        validate_example("long_short", {**obj, "label": "%"}, {}, BOUNDS)
+
+
+def test_model_output_nested_or_huge_is_a_reject_not_a_crash():
+    for raw in ("[" * 5000 + "]" * 5000, '{"S1": ' + "7" * 5000 + "}", "{" * 3000):
+        with pytest.raises(Rejected) as err:
+            parse_json_object(raw, "stop")
+        assert err.value.code == "not_json"
+    with pytest.raises(Rejected, match="not_json"):
+        parse_brainstorm("[" * 5000 + "]" * 5000)
 
 
 def test_validator_copy_checks_for_symmetric_types():
@@ -262,13 +283,48 @@ def test_response_format_forms_and_payload():
     assert drop_nulls({"a": None, "b": {"c": None, "d": [1, {"e": None}]}}) == {"b": {"d": [1, {}]}}
 
 
-def test_parse_chat_response_shapes():
+def _settled(body, status=200, kind="", error=""):
+    return {"status": status, "body": body if isinstance(body, str) else json.dumps(body), "error_kind": kind,
+            "error": error}
+
+
+def test_settle_chat_reads_a_completion():
     ok = {"choices": [{"message": {"content": "{}"}, "finish_reason": "length"}],
           "usage": {"prompt_tokens": 3, "completion_tokens": 4}}
-    assert parse_chat_response(ok) == {"text": "{}", "finish_reason": "length", "tokens_in": 3, "tokens_out": 4,
-                                       "error": ""}
-    assert "invalid" in parse_chat_response({"error": {"message": "invalid key"}})["error"]
-    assert parse_chat_response({"detail": "bad"})["error"]
+    assert settle_chat(_settled(ok)) == {"text": "{}", "finish_reason": "length", "tokens_in": 3, "tokens_out": 4,
+                                         "error_kind": "", "error": ""}
+    # A transport failure passes through with its class.
+    out = settle_chat(_settled("", 0, "connection", "ClientConnectorError: refused"))
+    assert out["error_kind"] == "connection" and "refused" in out["error"] and out["text"] == ""
+
+
+@pytest.mark.parametrize("body, needle", [
+    ({"error": {"message": "invalid key"}}, "invalid key"),
+    ("<html><body>Bad Gateway</body></html>", "not JSON"),
+    ("not json at all", "not JSON"),
+    ("[" * 5000 + "]" * 5000, "nested too deep"),
+    ('{"n": ' + "9" * 5000 + "}", "not JSON"),
+    ({"choices": [{"message": {"content": ["a", "b"]}, "finish_reason": "stop"}]}, "content is a list"),
+    ({"choices": [{"message": {"content": "{}"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": "many"}},
+     "usage.prompt_tokens"),
+    ({"choices": [{"message": {"content": "{}"}}], "usage": {"completion_tokens": float("inf")}}, "completion_tokens"),
+    ({"choices": []}, "not a chat completion"),
+    ([1, 2], "not an object"),
+])
+def test_settle_chat_turns_hostile_bodies_into_row_errors(body, needle):
+    out = settle_chat(_settled(body))
+    assert out["error_kind"] == "bad_response" and needle in out["error"] and out["text"] == ""
+
+
+def test_vllm_finish_reason_from_token_count():
+    post = _VllmPost(max_tokens=8)
+    row = {"request_id": "r", "engine_index": 0, "generated_text": '{"a"', "num_input_tokens": 5}
+    assert post({**row, "num_generated_tokens": 8})["finish_reason"] == "length"
+    assert post({**row, "num_generated_tokens": 3})["finish_reason"] == "stop"
+    assert parse_json_object.__name__  # the truncated row is then a `truncated` reject, not `not_json`:
+    with pytest.raises(Rejected) as e:
+        parse_json_object('{"a"', post({**row, "num_generated_tokens": 8})["finish_reason"])
+    assert e.value.code == "truncated"
 
 
 def test_engine_config_errors_and_api_key_from_env(monkeypatch):
@@ -311,3 +367,13 @@ def test_vllm_processor_config_builds_without_vllm():
     pre = _vllm_pre_factory(e)(row)
     assert json.loads(pre["sampling_params"]["structured_outputs"]["json"]) == schema
     assert pre["sampling_params"]["max_tokens"] == 512
+
+
+@pytest.mark.parametrize("task_type", ["short_long", "long_short", "sts", "bitext"])
+def test_hard_negative_is_asked_for_the_positives_length(task_type):
+    """A negative of a different length than the positive hands the model a length shortcut."""
+    ph = sample_placeholders(task_type, random.Random(0))
+    user = example_messages(task_type, "Some task.", "English", ph, "English", "German")[1]["content"]
+    negative_line = next(line for line in user.splitlines()
+                         if line.startswith(('- "hard_negative_document"', '- "misleading_label"', '- "S3"')))
+    assert "as long as" in negative_line or "same length" in negative_line

@@ -52,8 +52,10 @@ class EngineConfig(StrictModel):
         "auto = json_object_schema for embedded, json_schema for openai",
     )
     qps: int | None = Field(None, ge=1, description="request-rate cap per HTTP worker")
-    max_retries: int = Field(3, ge=0)
+    max_retries: int = Field(3, ge=0, description="HTTP retries per request (connection errors, timeouts, 408/429/5xx)")
     retry_base_s: float = Field(1.0, gt=0, description="exponential backoff base: waits base * 2**attempt")
+    request_timeout_s: float = Field(600, gt=0, description="give up on one HTTP request after this long")
+    max_restarts: int = Field(3, ge=0, description="embedded: restarts of a dying engine process before the job stops")
     # vllm
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
     accelerator_type: str | None = None
@@ -82,7 +84,7 @@ class EngineConfig(StrictModel):
 class LengthBounds(StrictModel):
     """Character bounds per field role; sent as minLength/maxLength and re-checked by the validator."""
 
-    short_min: int = Field(2, ge=1)
+    short_min: int = Field(1, ge=1, description="1: a label can be one digit or one CJK character")
     short_max: int = Field(300, ge=2)
     long_min: int = Field(20, ge=1)
     long_max: int = Field(3000, ge=2)

@@ -3,14 +3,17 @@
 Every failure raises `Rejected(code, detail)`; the pipeline stores the code and detail with the raw
 output in `rejects/`. Codes:
 
-    engine_error       the engine or HTTP endpoint returned an error instead of text
-    truncated          generation stopped at max_tokens (the JSON is cut off)
-    not_json           not parseable as JSON (or prose around the object)
+    engine_error       the engine or endpoint failed for this row (HTTP status, timeout, refused or closed
+                       connection, an unreadable response); the detail says which
+    truncated          generation stopped at max_tokens (the JSON is cut off), or a field reached the
+                       schema's maxLength (the grammar forced the string closed: not a finished text)
+    not_json           not parseable as JSON (prose around the object, nesting thousands deep, a
+                       number of thousands of digits)
     not_object         valid JSON but not an object
     missing_keys / unexpected_keys     key set differs from the task type's fields
     not_string         a field is not a string
     empty_field / too_short / too_long a field's length is outside its role's bounds
-    no_text            a field has fewer than two letters (only digits, punctuation or symbols)
+    no_text            a field has no letter in any script (a label may also be a digit)
     copies_query       the positive (or negative) is the query again
     negative_equals_positive           the hard negative is the positive again
     duplicate          an identical (normalised) example already exists
@@ -24,7 +27,8 @@ import re
 from typing import Any
 
 from synthembed.synth.schema import normalize_text
-from synthembed.synth.tasks import SPECS, field_roles
+from synthembed.synth.tasks import LABEL_FIELDS, SPECS, field_roles
+from synthembed.synth.transport import loads_bounded
 
 REASONS = (
     "engine_error", "truncated", "not_json", "not_object", "missing_keys", "unexpected_keys", "not_string",
@@ -54,7 +58,7 @@ def parse_json_object(raw: str | None, finish_reason: str | None = None) -> dict
     try:
         # strict=False only admits raw control characters (newlines, tabs) inside strings, which small
         # models under a grammar emit; the structure must still be exactly one JSON object.
-        obj = json.loads(text, strict=False)
+        obj = loads_bounded(text)
     except json.JSONDecodeError as err:
         if finish_reason == "length":
             raise Rejected("truncated", f"stopped at max_tokens ({err.msg} at char {err.pos})") from None
@@ -62,9 +66,11 @@ def parse_json_object(raw: str | None, finish_reason: str | None = None) -> dict
             start = text.index("{")
             json.JSONDecoder(strict=False).raw_decode(text[start:])
             raise Rejected("not_json", "extra text around the JSON object") from None
-        except (ValueError, json.JSONDecodeError):
+        except (ValueError, RecursionError):
             pass
         raise Rejected("not_json", f"{err.msg} at char {err.pos}") from None
+    except ValueError as err:  # nested too deep, or an integer of thousands of digits
+        raise Rejected("not_json", str(err)[:200]) from None
     if not isinstance(obj, dict):
         raise Rejected("not_object", f"got a JSON {type(obj).__name__}")
     return obj
@@ -86,15 +92,19 @@ def validate_example(task_type: str, obj: dict[str, Any], placeholders: dict[str
         v = obj[f]
         if not isinstance(v, str):
             raise Rejected("not_string", f"{f} is a {type(v).__name__}")
-        v = v.strip()
         lo, hi = bounds[roles[f]]
+        if len(v) == hi:  # guided decoding closes a string at maxLength: the text was cut, not finished
+            raise Rejected("truncated", f"{f} reached the schema's maxLength ({hi} chars)")
+        v = v.strip()
         if not v:
             raise Rejected("empty_field", f)
         if len(v) < lo:
             raise Rejected("too_short", f"{f} has {len(v)} chars, needs >= {lo}")
         if len(v) > hi:
             raise Rejected("too_long", f"{f} has {len(v)} chars, allowed <= {hi}")
-        if sum(ch.isalpha() for ch in v) < 2:
+        # Bound by content, not ASCII length: one CJK character is a word, and a label may be a digit.
+        has_text = any(ch.isalnum() for ch in v) if f in LABEL_FIELDS else any(ch.isalpha() for ch in v)
+        if not has_text:
             raise Rejected("no_text", f"{f}={v[:40]!r} has no words")
         values[f] = v
     q = normalize_text(values[spec.query])
@@ -117,9 +127,11 @@ def parse_brainstorm(raw: str | None, finish_reason: str | None = None, max_char
     """Task definitions from step 1: {"tasks": [...]} (or a bare JSON list); unique, non-empty strings."""
     if raw is not None and raw.strip().startswith("["):
         try:
-            items = json.loads(raw, strict=False)
+            items = loads_bounded(raw)
         except json.JSONDecodeError as err:
             raise Rejected("truncated" if finish_reason == "length" else "not_json", err.msg) from None
+        except ValueError as err:
+            raise Rejected("not_json", str(err)[:200]) from None
     else:
         obj = parse_json_object(raw, finish_reason)
         if set(obj) != {"tasks"}:

@@ -16,7 +16,7 @@ from typing import Any
 
 from synthembed.synth.tasks import SPECS, field_roles
 
-PROMPT_VERSION = "v1"
+PROMPT_VERSION = "v2"  # v2: hard negatives asked for the positive's length (no length shortcut)
 
 SYSTEM_PROMPT = (
     "You create training data for text embedding models. You always answer with one JSON object and nothing else."
@@ -105,8 +105,8 @@ def example_messages(task_type: str, task: str | None, language: str, placeholde
             f"Write one example for it as a JSON object with the keys {keys}.\n"
             f'- "user_query": a {p["query_type"]} query of {p["query_length"]}, {p["clarity"]} to read.\n'
             f'- "positive_document": a document of at least {p["num_words"]} words that answers the query well.\n'
-            '- "hard_negative_document": a document with some useful information that answers the query less '
-            "well or less fully than the positive document.\n"
+            '- "hard_negative_document": a document about as long as the positive document, with some useful '
+            "information, that answers the query less well or less fully than the positive document.\n"
             "Write the documents on their own, without copying the query word for word; parts of the positive "
             "document may wander off-topic. Never explain why a document is or is not relevant.\n"
             f"Understanding the documents should take {p['difficulty']} level knowledge.\n"
@@ -119,7 +119,8 @@ def example_messages(task_type: str, task: str | None, language: str, placeholde
             f'- "input_text": a text of {p["num_words"]} words, {p["clarity"]} to read, needing {p["difficulty"]} '
             "level knowledge.\n"
             '- "label": the correct label for the text under this task.\n'
-            '- "misleading_label": a label that is valid for this task but fits the text worse than "label".\n'
+            '- "misleading_label": a label that is valid for this task but fits the text worse than "label", '
+            'of about the same length as "label".\n'
             'Do not mention the values of "label" or "misleading_label" in "input_text".\n'
             f"Write the text and the labels in {language}."
         )
@@ -147,7 +148,7 @@ def example_messages(task_type: str, task: str | None, language: str, placeholde
             f"Write three {unit}s for a semantic textual similarity task, as a JSON object with the keys {keys}.\n"
             f'- "S1": a {unit}.\n'
             f'- "S2": a {unit} whose similarity to S1 scores {p["high_score"]} on a scale from 1 to 5.\n'
-            f'- "S3": a {unit} whose similarity to S1 scores {p["low_score"]} on the same scale.\n'
+            f'- "S3": a {unit} about as long as S2 whose similarity to S1 scores {p["low_score"]} on the same scale.\n'
             f"The three {unit}s should share some words. They should need {p['difficulty']} level knowledge.\n"
             f"Write all three in {language}."
         )
@@ -157,8 +158,9 @@ def example_messages(task_type: str, task: str | None, language: str, placeholde
             f"Write a translation example as a JSON object with the keys {keys}.\n"
             f'- "S1": a {unit} in {src_language}.\n'
             f'- "S2": a translation of S1 into {tgt_language} that deserves a score of {p["high_score"]} out of 5.\n'
-            f'- "S3": a translation of S1 into {tgt_language} that deserves only {p["low_score"]} out of 5: fluent '
-            "and grammatical, but with a wrong keyword or number, missing information, or added information.\n"
+            f'- "S3": a translation of S1 into {tgt_language}, about as long as S2, that deserves only '
+            f'{p["low_score"]} out of 5: fluent and grammatical, but with a wrong keyword or number, missing '
+            "information, or added information.\n"
             f"The texts should need {p['difficulty']} level knowledge."
         )
     else:

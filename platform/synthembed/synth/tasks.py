@@ -32,6 +32,9 @@ PAPER_TASK_MIX: dict[str, float] = {
     "short_long": 0.329, "long_short": 0.241, "sts": 0.195, "bitext": 0.176, "long_long": 0.034, "short_short": 0.026,
 }
 
+# Fields that hold a class label: one character (a digit, a CJK word) is a whole label.
+LABEL_FIELDS = frozenset({"label", "misleading_label"})
+
 STS_INSTRUCTION = "Retrieve semantically similar text."
 BITEXT_INSTRUCTION = "Retrieve parallel sentences."
 

@@ -1,0 +1,287 @@
+"""The embedded engine: llama.cpp's OpenAI-compatible server for one GGUF, supervised for the whole run.
+
+`EmbeddedServer` starts `python -m llama_cpp.server` on a free 127.0.0.1 port and a watcher thread that
+polls the process. When it exits (a crash, a kill, an out-of-memory kill), the watcher logs the exit code
+or signal, counts a restart and starts it again on the same port, so the HTTP clients' retries reach the
+new process; rows that were in flight come back as `connection` errors and the generation pass re-sends
+them. After `max_restarts` restarts the engine is given up: `check()` raises `EngineFailed`, whose message
+names the engine, the last exit code or signal, the tail of its log and the log's path.
+
+The process's pid and port are kept in `<log>.json` beside the log (`engine-<i>.json`), for people and tests.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from synthembed.synth.config import EngineConfig
+
+log = logging.getLogger(__name__)
+
+
+class EngineFailed(RuntimeError):
+    """An engine the job owns died more often than it may be restarted; the message says what to do."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:  # runs in the child before exec: SIGTERM it if the job process dies
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "did not answer in time (killed)"
+    if code < 0:
+        try:
+            return f"was killed by signal {signal.Signals(-code).name} (exit {code})"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def tail(path: Path | None, lines: int = 15) -> str:
+    if path is None or not path.exists():
+        return "(no log)"
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - 64_000))
+        text = f.read().decode("utf-8", errors="replace")
+    return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+
+def gguf_for(model: str) -> Path:
+    from synthembed.model.loading import PACKAGED_MODELS, packaged_gguf_path
+
+    if model in PACKAGED_MODELS:
+        return packaged_gguf_path(model)
+    path = Path(model).expanduser()
+    if path.suffix != ".gguf" or not path.is_file():
+        raise FileNotFoundError(
+            f"generate engine kind=embedded: model must be a packaged preset ({', '.join(PACKAGED_MODELS)}) "
+            f"or an existing .gguf file, got {model!r}"
+        )
+    return path
+
+
+def check_cpu(build_info: Path | None = None, flags: set[str] | None = None) -> None:
+    """Fail with the fix, not a SIGILL, when the installed llama.cpp build needs CPU features this CPU lacks.
+
+    scripts/setup.sh copies the build's `build.json` (see scripts/llama_wheel.py) into the venv.
+    """
+    path = build_info or Path(sys.prefix) / "llama-cpp-build.json"
+    if not path.exists():
+        return  # installed some other way: nothing recorded to check
+    need = set(json.loads(path.read_text()).get("required_cpu_flags", []))
+    if flags is None:
+        try:
+            line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
+            flags = set(line.split(":", 1)[1].split())
+        except (OSError, StopIteration):
+            return
+    missing = sorted(need - flags)
+    if missing:
+        raise RuntimeError(
+            f"the installed llama.cpp build ({path}) needs CPU features this CPU lacks: {', '.join(missing)}. "
+            "It was built on another machine; run scripts/setup.sh here, which builds a wheel for this CPU's baseline."
+        )
+
+
+_SMOKE = """
+import sys
+from llama_cpp import Llama
+m = Llama(model_path=sys.argv[1], n_threads=2, n_ctx=256, verbose=False)
+out = m("The capital of France is", max_tokens=4, temperature=0)
+assert out["usage"]["completion_tokens"] >= 1, out
+print(repr(out["choices"][0]["text"]))
+"""
+
+
+def smoke(model: str = "smollm2-135m") -> str:
+    """Generate a few tokens with the installed llama.cpp in a child process; raise naming how it died."""
+    check_cpu()
+    proc = subprocess.run([sys.executable, "-c", _SMOKE, str(gguf_for(model))], capture_output=True, text=True,
+                          timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"llama.cpp could not generate on this machine: it {describe_exit(proc.returncode)}.\n"
+                           f"{proc.stderr[-2000:]}\n{_FAULT_HINT}")
+    return proc.stdout.strip()
+
+
+_FAULT_HINT = (
+    "A crash by SIGSEGV or SIGILL in the llama.cpp library usually means its build does not fit this CPU: "
+    "re-run scripts/setup.sh, which builds a portable wheel (GGML_NATIVE=OFF) keyed by its build flags."
+)
+
+
+class EmbeddedServer:
+    """llama.cpp's OpenAI-compatible server for one GGUF on 127.0.0.1, restarted when it dies.
+
+    >>> with EmbeddedServer(engine_cfg, log_path=out / "engine-0.log") as srv: srv.base_url
+    'http://127.0.0.1:PORT/v1'
+    """
+
+    def __init__(self, engine: EngineConfig, log_path: Path | None = None, startup_timeout_s: float = 120,
+                 poll_s: float = 0.5):
+        self.engine = engine
+        self.alias = Path(engine.model).stem if engine.model.endswith(".gguf") else engine.model
+        self.log_path = Path(log_path) if log_path else None
+        self.startup_timeout_s, self.poll_s = startup_timeout_s, poll_s
+        self.max_restarts = engine.max_restarts
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+        self.restarts = 0
+        self.exits: list[int | None] = []
+        self.failure: EngineFailed | None = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    # ----------------------------------------------------------------------------------- process
+    def _command(self) -> list[str]:
+        cmd = [
+            sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_for(self.engine.model)),
+            "--model_alias", self.alias, "--host", "127.0.0.1", "--port", str(self.port),
+            "--n_ctx", str(self.engine.n_ctx), "--n_threads", str(self.engine.n_threads or os.cpu_count() or 1),
+        ]
+        if self.engine.chat_format:
+            cmd += ["--chat_format", self.engine.chat_format]
+        return cmd
+
+    def _spawn(self) -> bool:
+        """Start the process and wait until it answers; False when it exits or hangs during start-up."""
+        self._ready.clear()
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        try:
+            self.proc = subprocess.Popen(self._command(), stdout=out, stderr=subprocess.STDOUT,
+                                         preexec_fn=_die_with_parent)
+        finally:
+            if out is not subprocess.DEVNULL:
+                out.close()
+        self._write_state()
+        deadline = time.time() + self.startup_timeout_s
+        while time.time() < deadline and not self._stop.is_set():
+            if self.proc.poll() is not None:
+                return False
+            try:
+                urllib.request.urlopen(self.base_url + "/models", timeout=2).read()
+                self._ready.set()
+                return True
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.3)
+        self._kill()
+        return False
+
+    def _kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def _write_state(self) -> None:
+        if self.log_path is None:
+            return
+        state = {"engine": self.engine.label, "pid": self.proc.pid if self.proc else None, "port": self.port,
+                 "restarts": self.restarts, "log": str(self.log_path)}
+        self.log_path.with_suffix(".json").write_text(json.dumps(state) + "\n")
+
+    def _exited(self) -> bool:
+        """Record one exit; restart unless the budget is spent. True while the engine is still wanted."""
+        code = self.proc.returncode if self.proc else None
+        self.exits.append(code)
+        if self.restarts >= self.max_restarts:
+            self.failure = EngineFailed(
+                f"generate engine {self.engine.label} (llama.cpp server) {describe_exit(code)}; it was restarted "
+                f"{self.restarts} time(s) (engine.max_restarts={self.max_restarts}) and keeps dying.\n"
+                f"  last lines of its log:\n{tail(self.log_path)}\n  log: {self.log_path}\n  {_FAULT_HINT}"
+            )
+            log.error("%s", self.failure)
+            return False
+        self.restarts += 1
+        log.warning("generate engine %s %s; restart %d of %d (log: %s)", self.engine.label, describe_exit(code),
+                    self.restarts, self.max_restarts, self.log_path)
+        return True
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            if self.proc is not None and self.proc.poll() is None:
+                continue
+            if self._stop.is_set() or not self._exited():
+                return
+            while not self._spawn():
+                if self._stop.is_set() or not self._exited():
+                    return
+
+    # ------------------------------------------------------------------------------------- API
+    def start(self) -> "EmbeddedServer":
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            raise RuntimeError(
+                "generate engine kind=embedded needs llama-cpp-python[server]: run scripts/setup.sh "
+                "(or pip install 'llama-cpp-python[server]')"
+            ) from None
+        gguf_for(self.engine.model)  # a bad model name fails here, not as a dying process
+        check_cpu()
+        self.port = _free_port()
+        log.info("starting embedded engine %s on 127.0.0.1:%d (log: %s)", self.engine.label, self.port, self.log_path)
+        while not self._spawn():
+            if not self._exited():
+                self.stop()
+                raise self.failure
+        self._watcher = threading.Thread(target=self._watch, name=f"engine-{self.alias}", daemon=True)
+        self._watcher.start()
+        return self
+
+    def check(self) -> None:
+        """Raise EngineFailed once the engine has been given up."""
+        if self.failure is not None:
+            raise self.failure
+
+    def wait_ready(self, timeout_s: float | None = None) -> None:
+        """Block until the engine answers (after a restart) or has been given up."""
+        deadline = time.time() + (timeout_s or self.startup_timeout_s * (self.max_restarts + 1))
+        while self.failure is None and time.time() < deadline:
+            if self._ready.is_set() and self.proc is not None and self.proc.poll() is None:
+                return
+            time.sleep(0.2)
+        self.check()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=30)
+        self._kill()
+        self.proc = None
+
+    def __enter__(self) -> "EmbeddedServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+

@@ -1,0 +1,113 @@
+"""What to ask the engines: brainstorm calls, the plan of example requests, and the request rows.
+
+- brainstorm (asymmetric types): ceil(rows / examples_per_task / tasks_per_brainstorm) calls per type ask
+  for task definitions (`brainstorm_requests`); their outcomes become the task pools (`task_pools`).
+- plan: every example request gets a stable `request_id`, task type (exact quotas from `task_mix`),
+  language (or language pair), placeholders and task (`build_plan`); stored in `plan.parquet` with a
+  fingerprint of the config fields that shape it, so a re-run with a different plan fails instead of mixing
+  outputs.
+- request rows (`request_row`): what one engine gets for one request; the seed comes from the request,
+  the engine and the attempt, so a retry never replays the exact sampling that failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from collections import defaultdict
+
+import pyarrow as pa
+
+from synthembed.synth import languages as langs
+from synthembed.synth.config import GenerateConfig
+from synthembed.synth.ledger import seed_int
+from synthembed.synth.prompts import (
+    BRAINSTORM, PROMPT_VERSION, brainstorm_messages, brainstorm_schema, example_messages, example_schema,
+)
+from synthembed.synth.schema import normalize_text, stable_hash
+from synthembed.synth.tasks import ASYMMETRIC, instruction_for, sample_placeholders
+
+log = logging.getLogger(__name__)
+
+PLAN_SCHEMA = pa.schema([
+    ("request_id", pa.string()), ("task_type", pa.string()), ("task", pa.string()), ("instruction", pa.string()),
+    ("language", pa.string()), ("src_language", pa.string()), ("tgt_language", pa.string()),
+    ("placeholders", pa.string()),
+])
+
+
+def plan_fingerprint(config: GenerateConfig) -> str:
+    keys = ("num_examples", "seed", "task_mix", "min_per_type", "languages", "language_weights",
+            "tasks_per_brainstorm", "examples_per_task", "lengths")
+    return stable_hash({k: config.model_dump(mode="json")[k] for k in keys}, PROMPT_VERSION)
+
+
+def brainstorm_requests(config: GenerateConfig, counts: dict[str, int]) -> list[dict]:
+    n = config.tasks_per_brainstorm
+    rows = []
+    for t in ASYMMETRIC:
+        if counts.get(t, 0) == 0:
+            continue
+        for k in range(math.ceil(math.ceil(counts[t] / config.examples_per_task) / n)):
+            rows.append({"request_id": f"bs-{stable_hash(config.seed, t, k, n, PROMPT_VERSION)}", "task_type": t})
+    return rows
+
+
+def task_pools(outcomes: list[dict], counts: dict[str, int]) -> dict[str, list[str]]:
+    """Unique task definitions per type, in request order; the prompt's own examples if a type got none."""
+    pools: dict[str, list[str]] = defaultdict(list)
+    seen: dict[str, set[str]] = defaultdict(set)
+    for rec in sorted(outcomes, key=lambda r: r["request_id"]):
+        for task in rec["tasks"]:
+            key = normalize_text(task)
+            if key not in seen[rec["task_type"]]:
+                seen[rec["task_type"]].add(key)
+                pools[rec["task_type"]].append(task)
+    for t in ASYMMETRIC:
+        if counts.get(t, 0) and not pools.get(t):
+            # Never leave a type without tasks: fall back to the prompt's own example tasks, and say so.
+            log.warning("brainstorm produced no usable %s task; using the prompt's example tasks", t)
+            pools[t] = list(BRAINSTORM[t]["examples"])
+    return dict(pools)
+
+
+def build_plan(config: GenerateConfig, counts: dict[str, int], pools: dict[str, list[str]]) -> list[dict]:
+    weights = langs.resolve_weights(config.language_weights, config.languages)
+    rows = []
+    for t, n in counts.items():
+        for i in range(n):
+            rng = random.Random(seed_int(config.seed, t, i))
+            ph = sample_placeholders(t, rng)
+            src = tgt = None
+            if t == "bitext":
+                src, tgt = langs.sample_bitext_pair(rng, weights)
+                lang = src
+            else:
+                lang = langs.sample_language(rng, weights)
+            task = pools[t][i % len(pools[t])] if t in ASYMMETRIC else None
+            ph_json = json.dumps(ph, sort_keys=True)
+            rows.append({
+                "request_id": stable_hash(config.seed, t, i, task, lang, src, tgt, ph_json, PROMPT_VERSION),
+                "task_type": t, "task": task or "", "instruction": instruction_for(t, task), "language": lang,
+                "src_language": src or "", "tgt_language": tgt or "", "placeholders": ph_json,
+            })
+    random.Random(config.seed).shuffle(rows)  # interleave types so partial output is already mixed
+    return rows
+
+
+def request_row(stage: str, row: dict, config: GenerateConfig, engine_index: int, attempt: int) -> dict:
+    """One engine request: the row's own columns, the chat messages, the JSON schema and the seed."""
+    if stage == "brainstorm":
+        msgs = brainstorm_messages(row["task_type"], config.tasks_per_brainstorm)
+        schema = brainstorm_schema(config.tasks_per_brainstorm, config.brainstorm_max_chars)
+    else:
+        ph = json.loads(row["placeholders"])
+        msgs = example_messages(row["task_type"], row["task"] or None, row["language"], ph,
+                                row["src_language"] or None, row["tgt_language"] or None)
+        schema = example_schema(row["task_type"], ph, config.lengths.as_dict())
+    return {
+        **row, "stage": stage, "engine_index": engine_index, "messages": json.dumps(msgs, ensure_ascii=False),
+        "schema": json.dumps(schema), "seed": seed_int(row["request_id"], engine_index, attempt),
+    }

@@ -1,0 +1,73 @@
+"""`stats.json` and `summary.md` of a generate folder: counts per task type, language and engine,
+validity, reject reasons, tokens, engine restarts and wall time, read back from the committed parts."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+from synthembed.synth.ledger import Ledger
+from synthembed.synth.prompts import PROMPT_VERSION
+
+
+def stats(ledger: Ledger, plan: list[dict], runs: list[dict]) -> dict:
+    ex, rj = ledger.outcomes("example"), ledger.rejects()
+    exl = ex.drop(["query", "positive", "hard_negative", "instruction", "placeholders"]).to_pylist()
+    rjl = rj.drop(["raw"]).to_pylist()
+    per_engine: dict[str, Counter] = defaultdict(Counter)
+    for r in exl:
+        per_engine[r["generator"]]["valid"] += 1
+    for r in rjl:
+        if r["stage"] == "example":
+            per_engine[r["generator"]]["rejected"] += 1
+    done = {r["request_id"] for r in exl}
+    final_rejects = {r["request_id"] for r in rjl if r["stage"] == "example" and not r["retry_next"]} - done
+    langs_seen = Counter(r["language"] for r in exl)
+    restarts: Counter = Counter()
+    for run in runs:
+        restarts.update(run.get("engine_restarts", {}))
+    return {
+        "requests_planned": len(plan),
+        "examples": len(exl),
+        "requests_rejected_final": len(final_rejects),
+        "requests_unresolved": len(plan) - len(exl) - len(final_rejects),
+        "by_task_type": dict(Counter(r["task_type"] for r in exl)),
+        "by_language": dict(langs_seen.most_common()),
+        "num_languages": len(langs_seen),
+        "by_generator": dict(Counter(r["generator"] for r in exl)),
+        "validity_per_engine": {
+            g: {"valid": c["valid"], "rejected": c["rejected"],
+                "valid_rate": c["valid"] / max(1, c["valid"] + c["rejected"])}
+            for g, c in per_engine.items()
+        },
+        "reject_reasons": dict(Counter(r["reason"].split(":")[0] for r in rjl)),
+        "brainstorm_rejects": sum(1 for r in rjl if r["stage"] == "brainstorm"),
+        "engine_restarts": dict(restarts),
+        "requests_resent": sum(run.get("resent", 0) for run in runs),
+        "tokens_in": sum(r["tokens_in"] or 0 for r in exl) + sum(r["tokens_in"] or 0 for r in rjl),
+        "tokens_out": sum(r["tokens_out"] or 0 for r in exl) + sum(r["tokens_out"] or 0 for r in rjl),
+        "wall_time_s": sum(r["wall_time_s"] for r in runs),
+        "runs": runs,
+        "prompt_version": PROMPT_VERSION,
+    }
+
+
+def summary_md(stats: dict) -> str:
+    restarts = ", ".join(f"{k}: {v}" for k, v in stats["engine_restarts"].items()) or "none"
+    lines = [
+        "# Synthetic data summary", "",
+        f"- examples: **{stats['examples']}** of {stats['requests_planned']} planned requests "
+        f"({stats['requests_rejected_final']} rejected after all engines, {stats['requests_unresolved']} unresolved)",
+        f"- languages: {stats['num_languages']}; tokens in/out: {stats['tokens_in']} / {stats['tokens_out']}; "
+        f"wall time: {stats['wall_time_s']:.1f} s over {len(stats['runs'])} run(s)",
+        f"- engine restarts: {restarts}; requests re-sent after an engine went down: {stats['requests_resent']}", "",
+        "| task type | examples |", "|---|---|",
+        *[f"| {k} | {v} |" for k, v in sorted(stats["by_task_type"].items())], "",
+        "| engine | valid | rejected | valid rate |", "|---|---|---|---|",
+        *[f"| {g} | {v['valid']} | {v['rejected']} | {v['valid_rate']:.1%} |"
+          for g, v in stats["validity_per_engine"].items()], "",
+        "| reject reason | attempts |", "|---|---|",
+        *[f"| {k} | {v} |" for k, v in sorted(stats["reject_reasons"].items(), key=lambda kv: -kv[1])], "",
+        "| language | examples |", "|---|---|",
+        *[f"| {k} | {v} |" for k, v in stats["by_language"].items()], "",
+    ]
+    return "\n".join(lines)
