@@ -31,7 +31,7 @@ from common import spread, write_result  # noqa: E402
 from synthembed.config import load_config  # noqa: E402
 from synthembed.synth.config import GenerateConfig  # noqa: E402
 from synthembed.synth.embedded import EmbeddedServer  # noqa: E402
-from synthembed.synth.engines import apply_engine, chat_payload, post_chat  # noqa: E402
+from synthembed.synth.engines import apply_engine, chat_payload, post_chat, request_dataset  # noqa: E402
 from synthembed.synth.parse import Rejected, parse_json_object, validate_example  # noqa: E402
 from synthembed.synth.plan import build_plan, request_row  # noqa: E402
 from synthembed.synth.transport import settle_chat  # noqa: E402
@@ -78,8 +78,7 @@ def pipeline(cfg: GenerateConfig, srv: EmbeddedServer, requests: list[dict]) -> 
     import ray
 
     t0 = time.perf_counter()
-    ds = ray.data.from_items(requests, override_num_blocks=min(len(requests), 64))
-    ds = apply_engine(ds, cfg.engine, srv.base_url, srv.alias).map(
+    ds = apply_engine(request_dataset(requests, cfg.engine), cfg.engine, srv.base_url, srv.alias).map(
         Validate(cfg.engine.label, 0, False, cfg.lengths.as_dict(), metrics=False))
     valid = tokens = structural_fail = 0
     for row in ds.iter_rows():
@@ -96,6 +95,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=24)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--builds", nargs="*", default=[], metavar="NAME=WHEEL",
+                    help="also time raw llama.cpp generation of these wheels side by side (bench/llama_builds.py)")
     args = ap.parse_args()
     load_start = os.getloadavg()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -120,6 +121,11 @@ def main() -> None:
                 print(f"rep {rep} {side:8s} wall {r['wall_s']:6.1f}s  valid {r['valid']}/{len(requests)}  "
                       f"{r['examples_per_s']:.3f} ex/s  {r['tokens_out_per_s']:.1f} tok/s", flush=True)
     ray.shutdown()
+    builds = {}
+    if args.builds:
+        from llama_builds import measure
+
+        builds = measure({kv.split("=", 1)[0]: Path(kv.split("=", 1)[1]) for kv in args.builds}, 128, 3)
 
     def med(side, key):
         return statistics.median(r[key] for r in results[side])
@@ -151,7 +157,11 @@ def main() -> None:
                      ("wall_s", "requests_per_s", "examples_per_s", "tokens_out_per_s")},
         "loadavg_at_start": load_start,
         "same_tokens_both_sides": [r["tokens_out"] for r in results["direct"]] == [r["tokens_out"] for r in results["pipeline"]],
-        "command": "flock /tmp/synthembed-bench.lock flock /tmp/synthembed-ray.lock .venv/bin/python bench/generate.py",
+        "builds": builds,
+        "builds_note": "raw llama.cpp tokens/s per wheel (SmolLM2-135M Q4_1, 2 threads, greedy, 128 tokens), "
+                       "each in its own process, interleaved; see bench/llama_builds.py",
+        "command": "flock /tmp/synthembed-bench.lock flock /tmp/synthembed-ray.lock .venv/bin/python bench/generate.py "
+                   + " ".join(sys.argv[1:]),
     })
     print(f"wrote {path}")
 

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))  # run
 
 from synthembed.config import ConfigError, add_config_args, dump_config, load_config  # noqa: E402
 from synthembed.synth import GenerateConfig, run  # noqa: E402
+from synthembed.synth.embedded import EngineFailed  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return 2
     print("# resolved generate config\n" + dump_config(config), flush=True)
-    out = run(config)
+    try:
+        out = run(config)
+    except EngineFailed as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 3
     print(f"generate: done -> {out}", flush=True)
     return 0
 

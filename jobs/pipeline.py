@@ -16,6 +16,7 @@ import sys
 
 from synthembed.config import ConfigError, add_config_args, dump_config, enter_submit_dir, load_config
 from synthembed.pipeline import PipelineConfig, format_summary, preflight, run
+from synthembed.synth.embedded import EngineFailed
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,7 +36,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"config OK: stages {config.stages}, outputs under {config.output_root}")
         return
     print(dump_config(config), flush=True)
-    summary = run(config)
+    try:
+        summary = run(config)
+    except EngineFailed as err:
+        sys.exit(f"error: stage generate: {err}")
     print(format_summary(summary), flush=True)
     print(json.dumps({"endpoint": summary.get("endpoint"), "stage_seconds": summary.get("stage_seconds")}))
 

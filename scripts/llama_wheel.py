@@ -24,10 +24,13 @@ llama-cpp-python-<version>-<key>`; the build runs with pip's cache off. `build.j
 (copied into the venv) lists the CPU features the build needs, and the embedded engine checks them at
 run time (`synthembed.synth.embedded.check_cpu`) instead of crashing.
 
-Runtime CPU-variant dispatch (`GGML_BACKEND_DL=ON GGML_CPU_ALL_VARIANTS=ON`) was tried: llama-cpp-python
-0.3.36 installs only `libggml-cpu.so` into the wheel (its CMakeLists lists the targets by name) and
-ggml looks for the variant libraries beside the executable or in the working directory, so the variants
-are neither shipped nor found (see bench/results/generate.json, `builds`).
+Runtime CPU-variant dispatch (`GGML_BACKEND_DL=ON GGML_CPU_ALL_VARIANTS=ON`) was built and measured
+(bench/results/generate.json, `builds`): the wheel ships the 14 variants under `bin/`, but
+llama-cpp-python 0.3.36 never calls `ggml_backend_load_all_from_path`, and ggml's default search (the
+executable's folder, the working directory) does not hold them, so `Llama(...)` fails with "Failed to load
+model" (no CPU backend). Loaded by hand it works and picks the variant for this CPU; on a Sapphire Rapids
+VM it would pick `sapphirerapids`, which is compiled with AMX-TILE/INT8, the suspect above. It was not
+faster on the Q4 135M model here, so the baseline build is the one shipped.
 """
 
 from __future__ import annotations

@@ -168,7 +168,9 @@ def collect_summary(root: Path, config: PipelineConfig) -> dict:
     stats = root / "generate" / "stats.json"
     if stats.is_file():
         data = json.loads(stats.read_text())
-        out["data"] = {k: data[k] for k in ("examples", "rejects", "by_task_type", "languages", "validity_by_engine") if k in data}
+        keys = ("examples", "requests_planned", "requests_rejected_final", "by_task_type", "num_languages",
+                "validity_per_engine", "engine_restarts")
+        out["data"] = {k: data[k] for k in keys}  # KeyError, not a silently thinner summary, if generate renames one
     manifest = root / "train" / MANIFEST
     if manifest.is_file():
         train = json.loads(manifest.read_text())

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import urllib.error
 import urllib.request
@@ -164,6 +165,18 @@ def http_processor_config(engine: EngineConfig, url: str, api_key: str | None):
         url=url, headers=headers, qps=engine.qps, max_retries=0, batch_size=engine.batch_size,
         concurrency=engine.concurrency, session_factory=session,
     )
+
+
+def request_dataset(requests: list[dict], engine: EngineConfig):
+    """Request rows as a Ray Dataset of one block per engine batch.
+
+    Each block is one task of the post-processing map; on a small machine every task launch takes CPU
+    from the engine, and a block per row made the pipeline ~10% slower than calling the server directly.
+    """
+    import ray
+
+    blocks = math.ceil(len(requests) / engine.batch_size)
+    return ray.data.from_items(requests, override_num_blocks=max(1, min(blocks, 64)))
 
 
 def apply_engine(ds, engine: EngineConfig, endpoint: str | None, model_name: str | None):

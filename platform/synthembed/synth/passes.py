@@ -24,7 +24,7 @@ from typing import Callable
 
 from synthembed.synth.config import EngineConfig, GenerateConfig
 from synthembed.synth.embedded import EmbeddedServer
-from synthembed.synth.engines import apply_engine
+from synthembed.synth.engines import apply_engine, request_dataset
 from synthembed.synth.ledger import Ledger, PartWriter
 from synthembed.synth.plan import request_row
 from synthembed.synth.validate import Validate, reject_row
@@ -72,11 +72,8 @@ class EnginePool:
 
     def outputs(self, idx: int, requests: list[dict]):
         """A Ray Dataset of engine outputs (engines.OUTPUT_COLUMNS + the requests' own columns)."""
-        import ray
-
         url, model_name = self.endpoint(idx)
-        ds = ray.data.from_items(requests, override_num_blocks=max(1, min(len(requests), 64)))
-        return apply_engine(ds, self.list[idx], url, model_name)
+        return apply_engine(request_dataset(requests, self.list[idx]), self.list[idx], url, model_name)
 
 
 def engine_pass(config: GenerateConfig, pool: EnginePool, ledger: Ledger, idx: int, stage: str,

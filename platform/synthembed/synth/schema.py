@@ -3,11 +3,17 @@
 Output folder (`generate.output_dir`):
 
     config.yaml            the resolved config of the run
-    brainstorm.parquet     step-1 task definitions per asymmetric type (written once, atomically)
+    brainstorm/*.parquet   step-1 outcomes, one row per brainstorm call (resumable like examples/)
+    brainstorm.parquet     the task pools built from them (written once every call has an outcome)
     plan.parquet           every planned request: request_id, task_type, task, language(s), placeholders
     examples/*.parquet     valid examples, EXAMPLE_SCHEMA (parts written atomically as the run goes)
-    rejects/*.parquet      failed attempts with the raw output and the reason, REJECT_SCHEMA
-    stats.json, summary.md counts per task type / language / engine, validity, tokens, wall time
+    rejects/*.parquet      failed attempts (either step) with the raw output and the reason, REJECT_SCHEMA
+    attempts/*.parquet     one row per request sent to an engine (the attempt number seeds retries)
+    engine-<i>.log, .json  an embedded engine's own log, and its current pid, port and restart count
+    runs.jsonl             one line per run (finished or stopped by a failing engine): wall time, counts,
+                           engine restarts
+    stats.json, summary.md counts per task type / language / engine, validity, reject reasons, tokens,
+                           engine restarts, wall time
     manifest.json          written last: the folder is complete only when it exists
 
 Example row (`EXAMPLE_SCHEMA`), one per training example:

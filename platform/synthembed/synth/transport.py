@@ -10,6 +10,8 @@ sending itself:
 - retries with exponential backoff on connection errors, timeouts and retryable statuses (429, 408, 5xx),
   up to `max_retries` (Ray's own retries are set to 0);
 - a per-request timeout (`request_timeout_s`) and a cap on the body size;
+- starts each request as soon as the stage creates it (the stage awaits a batch's requests one by one, so
+  lazily created requests would reach the server one at a time, leaving it idle between them);
 - always hands Ray a 200 whose JSON is `{"status", "body", "error_kind", "error"}` with the raw body as a
   *string*: one Arrow type for every row, whatever the server sent.
 
@@ -74,6 +76,16 @@ class _Settled:
         return None
 
 
+class _Pending:
+    """A request already on its way; awaiting it gives its `_Settled` response."""
+
+    def __init__(self, task: "asyncio.Task[_Settled]"):
+        self.task = task
+
+    def __await__(self):
+        return self.task.__await__()
+
+
 def _record(status: int, body: str, kind: str = "", error: str = "") -> dict[str, Any]:
     return {"status": status, "body": body, "error_kind": kind, "error": error}
 
@@ -106,7 +118,7 @@ class GuardedSession:
             if isinstance(body, str):
                 body = json.loads(body)
             data = json.dumps(drop_nulls(body), ensure_ascii=False)
-        return self._send(url, data, headers or {})
+        return _Pending(asyncio.ensure_future(self._send(url, data, headers or {})))
 
     async def _send(self, url: str, data: Any, headers: dict) -> _Settled:
         import aiohttp
