@@ -36,8 +36,7 @@ from synthembed.synth.parse import Rejected, parse_json_object, validate_example
 from synthembed.synth.plan import build_plan, request_row  # noqa: E402
 from synthembed.synth.transport import settle_chat  # noqa: E402
 from synthembed.synth.validate import Validate  # noqa: E402
-from synthembed.synth.prompts import BRAINSTORM  # noqa: E402
-from synthembed.synth.tasks import ASYMMETRIC, TASK_TYPES, allocate_counts  # noqa: E402
+from synthembed.synth.tasks import ASYMMETRIC, SPECS, TASK_TYPES, allocate_counts  # noqa: E402
 
 
 # Reasons that mean the output was not a well-formed example object (vs. content checks such as no_text).
@@ -46,7 +45,7 @@ STRUCTURAL = {"engine_error", "truncated", "not_json", "not_object", "missing_ke
 
 def make_requests(cfg: GenerateConfig, n: int) -> list[dict]:
     # Fixed task definitions (the brainstorm prompts' own examples) so both sides see identical prompts.
-    pools = {t: list(BRAINSTORM[t]["examples"]) for t in ASYMMETRIC}
+    pools = {t: list(SPECS[t].brainstorm.examples) for t in ASYMMETRIC}
     counts = allocate_counts(n, {t: 1.0 for t in TASK_TYPES})
     plan = build_plan(cfg.model_copy(update={"languages": ["English", "German", "French", "Spanish", "Japanese",
                                                            "Russian", "Swahili", "Chinese (Simplified)"]}),

@@ -58,9 +58,9 @@ def measure(builds: dict[str, Path], tokens: int, repeats: int) -> dict:
     from common import spread
 
     sys.path.insert(0, str(ROOT / "platform"))
-    from synthembed.model.loading import packaged_gguf_path
+    from synthembed.packaged import gguf_path
 
-    gguf = str(packaged_gguf_path("smollm2-135m"))
+    gguf = str(gguf_path("smollm2-135m"))
     runs: dict[str, list[dict]] = {name: [] for name in builds}
     with tempfile.TemporaryDirectory() as tmp:
         sites = {name: unpack(whl, Path(tmp) / name) for name, whl in builds.items()}

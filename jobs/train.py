@@ -1,26 +1,16 @@
-"""Ray job: LoRA + InfoNCE fine-tuning.
+"""Ray job: LoRA + InfoNCE fine-tuning on Ray Train (the `train:` section).
 
-    ray job submit -- python jobs/train.py --config configs/cpu-tiny.yaml --set train.max_steps=20
+    ray job submit --working-dir . -- python jobs/train.py --config configs/cpu-tiny.yaml [--set key=value ...]
+
+A wrapper of `python -m synthembed train` (synthembed/cli.py: paths, logging, errors and exit codes).
 """
 
-from __future__ import annotations
+import sys
+from pathlib import Path
 
-import argparse
-import logging
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))  # a checkout without an install
 
-from synthembed.config import add_config_args, dump_config, load_config
-from synthembed.train import TrainConfig, run
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = add_config_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    config = load_config(TrainConfig, args.config, args.overrides, section="train")
-    print(dump_config(config), flush=True)
-    out = run(config)  # stores the resolved config beside its outputs
-    print(f"run folder: {out}", flush=True)
-
+from synthembed.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(["train", *sys.argv[1:]]))

@@ -26,10 +26,11 @@ def _load(name: str, path: Path):
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_minilm_matches_public_scores_through_the_job(shared_data, tmp_path, capsys):
-    job = _load("evaluate_job", REPO / "jobs" / "evaluate.py")
+    from synthembed.cli import main
+
     bench = _load("minilm_reproduction", REPO / "bench" / "minilm_reproduction.py")
     out = tmp_path / "minilm"
-    assert job.main(bench.job_args(shared_data, out, tmp_path / "emb.sqlite")) == 0
+    assert main(["evaluate", *bench.job_args(shared_data, out, tmp_path / "emb.sqlite")]) == 0
     assert "resolved evaluate config" in capsys.readouterr().out
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["kind"] == "sentence-transformers"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,7 +9,6 @@ import pytest
 
 from synthembed.evaluate import compare
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _run(folder: Path, label: str, sts: float, bank_paper: float) -> Path:
@@ -54,17 +52,16 @@ def test_compare_refuses_unfinished_runs(tmp_path):
 
 
 def test_job_compare_mode(shared_data, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("evaluate_job", REPO / "jobs" / "evaluate.py")
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
+    from synthembed.cli import main
+
     a = _run(tmp_path / "a", "a", 10.0, 20.0)
     b = _run(tmp_path / "b", "b", 30.0, 40.0)
-    assert job.main(["--compare", str(a), str(b), "--out", str(tmp_path / "o"),
+    assert main(["evaluate", "--compare", str(a), str(b), "--out", str(tmp_path / "o"),
                      "--reference", str(shared_data / "REFERENCE_SCORES.md")]) == 0
     out = capsys.readouterr().out
     assert "Comparison: a vs b" in out and "ref: e5-mistral-7b-instruct" in out
     # a bad config is reported as a config error naming the key, before any work
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("evaluate:\n  tasks: [{path: x}]\n  modle: {}\n")
-    assert job.main(["--config", str(cfg)]) == 2
+    assert main(["evaluate", "--config", str(cfg)]) == 2
     assert "modle: unknown key" in capsys.readouterr().err

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from synthembed.model import Embedder
-from synthembed.model.loading import COMPLETE_MARKER, packaged_gguf_path, resolve_model_dir
+from synthembed.model.loading import COMPLETE_MARKER, resolve_model_dir
+from synthembed.packaged import gguf_path
 
 PAIRS = ["The cat sits on the mat.", "Quarterly revenue fell by ten percent.", "A kitten rests on a rug."]
 
@@ -28,7 +29,7 @@ def _check_embeddings(emb: Embedder):
 
 @pytest.mark.slow
 def test_gemma3_270m_from_its_pypi_package(gemma_embedder):
-    gguf = packaged_gguf_path("gemma3-270m")
+    gguf = gguf_path("gemma3-270m")
     assert gguf.stat().st_size == 253_113_024  # assembled from the four chunk wheels, sha256 checked
     assert gemma_embedder.model.config.model_type.startswith("gemma3")
     _check_embeddings(gemma_embedder)
@@ -36,7 +37,7 @@ def test_gemma3_270m_from_its_pypi_package(gemma_embedder):
 
 @pytest.mark.slow
 def test_smollm2_135m_from_its_pypi_package(smollm_embedder):
-    gguf = packaged_gguf_path("smollm2-135m")
+    gguf = gguf_path("smollm2-135m")
     assert any(str(gguf).startswith(p) for p in site.getsitepackages())
     assert smollm_embedder.model.config.model_type == "llama"
     _check_embeddings(smollm_embedder)

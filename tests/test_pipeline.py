@@ -82,14 +82,14 @@ def test_missing_input_fails_before_compute(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def _submit(address: str, submission_id: str, config: Path, wait: bool) -> subprocess.CompletedProcess:
+def _submit(address: str, submission_id: str, config: Path, wait: bool, extra: list[str] = ()) -> subprocess.CompletedProcess:
     env = dict(os.environ, RAY_AUTH_MODE="token", PATH=f"{VENV_BIN}:{os.environ['PATH']}")
     cmd = [str(VENV_BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
            "--submission-id", submission_id,
            "--runtime-env-json", json.dumps({"env_vars": {"SYNTHEMBED_WORKDIR": str(REPO), "HF_HUB_OFFLINE": "1"}})]
     if not wait:
         cmd.append("--no-wait")
-    cmd += ["--", "python", "jobs/pipeline.py", "--config", str(config)]
+    cmd += ["--", "python", "jobs/pipeline.py", "--config", str(config), *extra]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
 
 
@@ -137,6 +137,24 @@ def test_killed_during_training_then_resubmitted_resumes(ray_cluster, tmp_path):
 
     summary = json.loads((root / "summary.json").read_text())
     assert "fine-tuned" in summary["evaluation_table"] and "base" in summary["evaluation_table"]
+    data = summary["data"]  # the generate stage's statistics reach the summary, field by field
+    stats = json.loads((root / "generate" / "stats.json").read_text())
+    assert data["examples"] == stats["examples"] > 0 and data["languages"] == stats["num_languages"] >= 1
+    assert data["rejected_after_all_engines"] == stats["requests_rejected_final"]
+    assert set(data["validity_per_engine"]) == set(stats["validity_per_engine"]) == {"embedded:smollm2-135m"}
+    assert data["reject_reasons"] == stats["reject_reasons"]
+
+    # Training re-runs with another recipe: the evaluation re-runs too and reports the new model.
+    tuned_before = json.loads((root / "evaluate" / "tuned" / "manifest.json").read_text())
+    third = f"pipeline-c-{os.getpid()}"
+    proc = _submit(ray_cluster, third, config_path, wait=True, extra=["--set", "train.max_steps=6"])
+    logs = client.get_job_logs(third)
+    assert proc.returncode == 0 and client.get_job_status(third) == JobStatus.SUCCEEDED, logs[-5000:]
+    assert "stage generate: complete" in logs and "stage train: starting" in logs and "stage evaluate: starting" in logs
+    assert json.loads((root / "train" / "manifest.json").read_text())["steps"] == 6
+    tuned_after = json.loads((root / "evaluate" / "tuned" / "manifest.json").read_text())
+    assert tuned_after["model_fingerprint"] != tuned_before["model_fingerprint"]
+    assert (root / "train.superseded-1" / "manifest.json").exists(), "the first training run was kept"
     request = urllib.request.Request(
         summary["endpoint"] + "/v1/embeddings",
         data=json.dumps({"input": ["hello world"], "model": "merged"}).encode(),

@@ -127,11 +127,11 @@ def _free_port() -> int:
 @pytest.fixture
 def openai_server():
     """A real OpenAI-compatible server (llama.cpp) with API-key auth, started by the test."""
-    from synthembed.model.loading import packaged_gguf_path
+    from synthembed.packaged import gguf_path
 
     port, key = _free_port(), "test-key-7f3a"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(packaged_gguf_path("smollm2-135m")),
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path("smollm2-135m")),
          "--model_alias", "smol-openai", "--host", "127.0.0.1", "--port", str(port), "--n_threads", "2",
          "--n_ctx", "2048", "--api_key", key],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

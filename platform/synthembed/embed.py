@@ -1,7 +1,10 @@
 """Batch-embed a file of texts on Ray Data with any model the project can load.
 
 Input: .txt (one text per line), .jsonl (a `text` field) or .parquet (a `text` column). Output: Parquet
-in `<output>/embeddings/` with `text` and `embedding` columns, written by Ray Data in parallel across `concurrency` actors.
+in `<output>/embeddings/` with `text` and `embedding` columns, written by Ray Data in parallel across
+`concurrency` actors. The output folder follows the stage contract (synthembed.stage) under a fingerprint
+of the config, the input file and the instruction: a finished run is skipped; an interrupted one is
+written again from the start with Ray Data's overwrite mode, so every input row appears exactly once.
 """
 
 from __future__ import annotations
@@ -9,8 +12,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from pydantic import Field
 
+from synthembed import stage
 from synthembed.config import StrictModel, dump_config
 from synthembed.model import Embedder, ModelConfig
 
@@ -39,8 +45,6 @@ class _EmbedBatch:
 def read_texts(path: Path):
     import ray.data
 
-    if not path.exists():
-        raise FileNotFoundError(f"--input {path}: no such file")
     if path.suffix == ".parquet" or path.is_dir():
         return ray.data.read_parquet(str(path), columns=["text"])
     if path.suffix == ".jsonl":
@@ -51,9 +55,22 @@ def read_texts(path: Path):
     raise ValueError(f"--input {path}: expected .txt, .jsonl or .parquet")
 
 
+def stage_folder(config: EmbedConfig, input_path: Path, output: Path, instruction: str | None) -> stage.StageFolder:
+    fp = stage.fingerprint(config.model_dump(mode="json"), stage.input_fingerprint(input_path), instruction)
+    return stage.StageFolder(output, "embed", fp)
+
+
 def run(config: EmbedConfig, input_path: Path, output: Path, instruction: str | None = None) -> Path:
     import ray
+    from ray.data import SaveMode
 
+    if not input_path.exists():
+        raise FileNotFoundError(f"--input {input_path}: no such file")
+    folder = stage_folder(config, input_path, output, instruction)
+    if folder.complete():
+        log.info("%s: these texts are already embedded with this model; skipping", output)
+        return output
+    folder.begin(dump_config(config))
     ray.init(ignore_reinit_error=True)
     data = read_texts(input_path)
     embedded = data.map_batches(
@@ -62,7 +79,10 @@ def run(config: EmbedConfig, input_path: Path, output: Path, instruction: str | 
         batch_size=config.rows_per_batch,
         concurrency=config.concurrency,
     )
-    output.mkdir(parents=True, exist_ok=True)
-    embedded.write_parquet(str(output / "embeddings"))
-    (output / "config.yaml").write_text(dump_config(config))
+    # OVERWRITE, not Ray's default APPEND: a re-run after a kill replaces the partial files instead of
+    # adding a second copy of every row that was already written.
+    embedded.write_parquet(str(output / "embeddings"), mode=SaveMode.OVERWRITE)
+    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in (output / "embeddings").glob("*.parquet"))
+    folder.finish({"rows": rows, "input": str(input_path), "instruction": instruction,
+                   "model": config.model.source})
     return output

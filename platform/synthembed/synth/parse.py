@@ -27,7 +27,7 @@ import re
 from typing import Any
 
 from synthembed.synth.schema import normalize_text
-from synthembed.synth.tasks import LABEL_FIELDS, SPECS, field_roles
+from synthembed.synth.tasks import SPECS, field_roles
 from synthembed.synth.transport import loads_bounded
 
 REASONS = (
@@ -103,7 +103,7 @@ def validate_example(task_type: str, obj: dict[str, Any], placeholders: dict[str
         if len(v) > hi:
             raise Rejected("too_long", f"{f} has {len(v)} chars, allowed <= {hi}")
         # Bound by content, not ASCII length: one CJK character is a word, and a label may be a digit.
-        has_text = any(ch.isalnum() for ch in v) if f in LABEL_FIELDS else any(ch.isalpha() for ch in v)
+        has_text = any(ch.isalnum() for ch in v) if f in spec.label_fields else any(ch.isalpha() for ch in v)
         if not has_text:
             raise Rejected("no_text", f"{f}={v[:40]!r} has no words")
         values[f] = v

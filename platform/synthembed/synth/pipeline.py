@@ -30,11 +30,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from synthembed import stage
 from synthembed.config import dump_config
 from synthembed.synth import languages as langs
 from synthembed.synth.config import GenerateConfig
 from synthembed.synth.embedded import EngineFailed
-from synthembed.synth.ledger import Ledger, PartWriter, read_dir, write_atomic, write_atomic_text
+from synthembed.synth.ledger import Ledger, PartWriter, read_dir, write_atomic
 from synthembed.synth.passes import EnginePool, engine_pass
 from synthembed.synth.plan import PLAN_SCHEMA, brainstorm_requests, build_plan, plan_fingerprint, task_pools
 from synthembed.synth.prompts import PROMPT_VERSION
@@ -79,19 +80,13 @@ def _commit_brainstorm(rec: dict, writer: PartWriter) -> str:
 
 
 def _load_or_build_plan(config: GenerateConfig, pool: EnginePool, ledger: Ledger, progress: Counter) -> list[dict]:
+    # The folder's fingerprint is the plan's (stage_folder), so a plan on disk is always this config's plan.
     path = ledger.out / "plan.parquet"
-    fp = plan_fingerprint(config)
     if path.exists():
-        old = (pq.read_schema(path).metadata or {}).get(b"fingerprint", b"").decode()
-        if old != fp:
-            raise RuntimeError(
-                f"{ledger.out} holds a run planned with different settings (num_examples, seed, task_mix, "
-                f"languages, lengths, ...). Use a new generate.output_dir, or delete {ledger.out} to start over."
-            )
         return pq.read_table(path).to_pylist()
     counts = allocate_counts(config.num_examples, config.task_mix, config.min_per_type)
     rows = build_plan(config, counts, _brainstorm(config, pool, ledger, counts, progress))
-    write_atomic(pa.Table.from_pylist(rows, schema=PLAN_SCHEMA).replace_schema_metadata({"fingerprint": fp}), path)
+    write_atomic(pa.Table.from_pylist(rows, schema=PLAN_SCHEMA), path)
     return rows
 
 
@@ -129,16 +124,21 @@ def _append_run(out: Path, record: dict) -> list[dict]:
     return runs
 
 
+def stage_folder(config: GenerateConfig) -> stage.StageFolder:
+    """The run folder; its fingerprint is the plan's: what is asked of the engines, not which engines answer."""
+    return stage.StageFolder(config.output_dir, "generate", plan_fingerprint(config))
+
+
 def run(config: GenerateConfig) -> Path:
     """Generate (or finish generating) the dataset described by `config`; return the output folder."""
     import ray
 
-    out = Path(config.output_dir)
-    if (out / "manifest.json").exists():
-        log.info("%s is complete (manifest.json exists); nothing to do", out)
+    folder = stage_folder(config)
+    out = folder.path
+    if folder.complete():
+        log.info("%s is complete for this plan; nothing to do", out)
         return out
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_config(config))
+    folder.begin(dump_config(config))
     langs.resolve_weights(config.language_weights, config.languages)  # fail on bad names before any work
     if not ray.is_initialized():
         ray.init()  # RAY_ADDRESS (set by `ray job submit`) or a local cluster
@@ -164,17 +164,15 @@ def run(config: GenerateConfig) -> Path:
     runs = _append_run(out, {"ended": _now(), "wall_time_s": round(time.time() - started, 2),
                              "engine_restarts": restarts, **progress})
     stats = compute_stats(ledger, plan, runs)
-    (out / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
-    (out / "summary.md").write_text(summary_md(stats))
-    manifest = {
-        "complete": True, "stage": "generate", "examples": stats["examples"],
+    stage.write_text(out / "stats.json", stats.model_dump_json(indent=2) + "\n")
+    stage.write_text(out / "summary.md", summary_md(stats))
+    folder.finish({
+        "examples": stats.examples,
         "files": sorted(str(p.relative_to(out)) for p in out.rglob("*.parquet") if not p.name.startswith(".")),
-        "plan_fingerprint": plan_fingerprint(config), "prompt_version": PROMPT_VERSION,
+        "prompt_version": PROMPT_VERSION,
         "example_columns": list(EXAMPLE_COLUMNS), "reject_columns": list(REJECT_COLUMNS),
-        "created": _now(),
-    }
-    write_atomic_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-    log.info("generate: %d examples in %s (%s)", stats["examples"], out, stats["by_task_type"])
+    })
+    log.info("generate: %d examples in %s (%s)", stats.examples, out, stats.by_task_type)
     return out
 
 

@@ -24,10 +24,10 @@ from synthembed.synth import languages as langs
 from synthembed.synth.config import GenerateConfig
 from synthembed.synth.ledger import seed_int
 from synthembed.synth.prompts import (
-    BRAINSTORM, PROMPT_VERSION, brainstorm_messages, brainstorm_schema, example_messages, example_schema,
+    PROMPT_VERSION, brainstorm_messages, brainstorm_schema, example_messages, example_schema,
 )
 from synthembed.synth.schema import normalize_text, stable_hash
-from synthembed.synth.tasks import ASYMMETRIC, instruction_for, sample_placeholders
+from synthembed.synth.tasks import ASYMMETRIC, SPECS, instruction_for, sample_placeholders
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def task_pools(outcomes: list[dict], counts: dict[str, int]) -> dict[str, list[s
         if counts.get(t, 0) and not pools.get(t):
             # Never leave a type without tasks: fall back to the prompt's own example tasks, and say so.
             log.warning("brainstorm produced no usable %s task; using the prompt's example tasks", t)
-            pools[t] = list(BRAINSTORM[t]["examples"])
+            pools[t] = list(SPECS[t].brainstorm.examples)
     return dict(pools)
 
 

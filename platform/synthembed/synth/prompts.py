@@ -22,52 +22,13 @@ SYSTEM_PROMPT = (
     "You create training data for text embedding models. You always answer with one JSON object and nothing else."
 )
 
-# Step 1: what kind of tasks to brainstorm, two illustrative tasks, and a guideline (paper Figure 1 / Tables 8-11).
-BRAINSTORM: dict[str, dict[str, Any]] = {
-    "short_long": {
-        "kind": "text retrieval tasks",
-        "examples": (
-            "Given a scientific claim, retrieve documents that support or refute it.",
-            "Given a short keyword query about the weather, retrieve relevant web pages.",
-        ),
-        "guideline": "Say what the query is and what the wanted documents are. Each task should cover a broad "
-        "range of queries rather than one narrow question.",
-    },
-    "long_short": {
-        "kind": "text classification tasks",
-        "examples": (
-            "Classify customer support tickets by how severe the complaint is.",
-            "Decide the sentiment of a product review.",
-        ),
-        "guideline": "Cover many different domains and kinds of classification.",
-    },
-    "short_short": {
-        "kind": "text matching tasks in which both the query and the matching document are very short "
-        "(a phrase, or one or two sentences)",
-        "examples": (
-            "Given the title of a research paper, find titles of papers that cite it.",
-            "Given a word, find its dictionary definition.",
-        ),
-        "guideline": "Keep both sides short.",
-    },
-    "long_long": {
-        "kind": "text matching tasks in which the query is a long document",
-        "examples": (
-            "Given an essay that argues one side of a debate, find an essay that argues the other side.",
-            "Given a business proposal, find documents describing competing strategies in the same industry.",
-        ),
-        "guideline": "Both the query and the matching document should be long texts.",
-    },
-}
-
-
 def brainstorm_messages(task_type: str, n_tasks: int) -> list[dict[str, str]]:
-    spec = BRAINSTORM[task_type]
-    ex = "\n".join(f"- {e}" for e in spec["examples"])
+    bs = SPECS[task_type].brainstorm
+    ex = "\n".join(f"- {e}" for e in bs.examples)
     user = (
-        f"Brainstorm {n_tasks} distinct {spec['kind']}. Describe each task in one sentence.\n"
+        f"Brainstorm {n_tasks} distinct {bs.kind}. Describe each task in one sentence.\n"
         f"Two examples of such tasks:\n{ex}\n"
-        f"{spec['guideline']}\n"
+        f"{bs.guideline}\n"
         f'Answer with a JSON object of the form {{"tasks": ["...", "..."]}} holding exactly {n_tasks} new tasks. '
         "Do not explain anything. Be creative!"
     )
@@ -96,75 +57,10 @@ def _keys_line(fields: tuple[str, ...]) -> str:
 
 def example_messages(task_type: str, task: str | None, language: str, placeholders: dict[str, Any],
                      src_language: str | None = None, tgt_language: str | None = None) -> list[dict[str, str]]:
-    """The step-2 (or single-step) prompt for one row."""
-    p = placeholders
-    keys = _keys_line(SPECS[task_type].fields)
-    if task_type == "short_long":
-        body = (
-            f"You have been given a retrieval task: {task}\n"
-            f"Write one example for it as a JSON object with the keys {keys}.\n"
-            f'- "user_query": a {p["query_type"]} query of {p["query_length"]}, {p["clarity"]} to read.\n'
-            f'- "positive_document": a document of at least {p["num_words"]} words that answers the query well.\n'
-            '- "hard_negative_document": a document about as long as the positive document, with some useful '
-            "information, that answers the query less well or less fully than the positive document.\n"
-            "Write the documents on their own, without copying the query word for word; parts of the positive "
-            "document may wander off-topic. Never explain why a document is or is not relevant.\n"
-            f"Understanding the documents should take {p['difficulty']} level knowledge.\n"
-            f"Write the query and the documents in {language}."
-        )
-    elif task_type == "long_short":
-        body = (
-            f"You have been given a text classification task: {task}\n"
-            f"Write one example for it as a JSON object with the keys {keys}.\n"
-            f'- "input_text": a text of {p["num_words"]} words, {p["clarity"]} to read, needing {p["difficulty"]} '
-            "level knowledge.\n"
-            '- "label": the correct label for the text under this task.\n'
-            '- "misleading_label": a label that is valid for this task but fits the text worse than "label", '
-            'of about the same length as "label".\n'
-            'Do not mention the values of "label" or "misleading_label" in "input_text".\n'
-            f"Write the text and the labels in {language}."
-        )
-    elif task_type == "short_short":
-        body = (
-            f"You have been given a text matching task: {task}\n"
-            f"Write one example for it as a JSON object with the keys {keys}.\n"
-            '- "input": a very short query (a phrase, or one or two sentences).\n'
-            '- "positive_document": a very short text that matches the input under this task.\n'
-            "The two texts should be written independently and share few words.\n"
-            f"Write both in {language}."
-        )
-    elif task_type == "long_long":
-        body = (
-            f"You have been given a text matching task: {task}\n"
-            f"Write one example for it as a JSON object with the keys {keys}.\n"
-            f'- "input": a long document of {p["num_words"]} words.\n'
-            f'- "positive_document": a long document of {p["num_words"]} words that matches the input under this task.\n'
-            "The two documents should be written independently and share few words.\n"
-            f"Write both in {language}."
-        )
-    elif task_type == "sts":
-        unit = p["unit"]
-        body = (
-            f"Write three {unit}s for a semantic textual similarity task, as a JSON object with the keys {keys}.\n"
-            f'- "S1": a {unit}.\n'
-            f'- "S2": a {unit} whose similarity to S1 scores {p["high_score"]} on a scale from 1 to 5.\n'
-            f'- "S3": a {unit} about as long as S2 whose similarity to S1 scores {p["low_score"]} on the same scale.\n'
-            f"The three {unit}s should share some words. They should need {p['difficulty']} level knowledge.\n"
-            f"Write all three in {language}."
-        )
-    elif task_type == "bitext":
-        unit = p["unit"]
-        body = (
-            f"Write a translation example as a JSON object with the keys {keys}.\n"
-            f'- "S1": a {unit} in {src_language}.\n'
-            f'- "S2": a translation of S1 into {tgt_language} that deserves a score of {p["high_score"]} out of 5.\n'
-            f'- "S3": a translation of S1 into {tgt_language}, about as long as S2, that deserves only '
-            f'{p["low_score"]} out of 5: fluent and grammatical, but with a wrong keyword or number, missing '
-            "information, or added information.\n"
-            f"The texts should need {p['difficulty']} level knowledge."
-        )
-    else:
-        raise ValueError(f"unknown task type {task_type!r}")
+    """The step-2 (or single-step) prompt for one row: the task type's template, filled in."""
+    spec = SPECS[task_type]
+    body = spec.prompt.format(**placeholders, task=task, language=language, src_language=src_language,
+                              tgt_language=tgt_language, keys=_keys_line(spec.fields))
     user = body + "\nAnswer with the JSON object only, with no other text. Be creative!"
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 

@@ -5,11 +5,42 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
+from pydantic import BaseModel
+
 from synthembed.synth.ledger import Ledger
 from synthembed.synth.prompts import PROMPT_VERSION
 
 
-def stats(ledger: Ledger, plan: list[dict], runs: list[dict]) -> dict:
+class EngineValidity(BaseModel):
+    valid: int
+    rejected: int
+    valid_rate: float
+
+
+class GenerateStats(BaseModel):
+    """`stats.json`: what the pipeline summary reads field by field (a renamed field is an error, not a gap)."""
+
+    requests_planned: int
+    examples: int
+    requests_rejected_final: int
+    requests_unresolved: int
+    by_task_type: dict[str, int]
+    by_language: dict[str, int]
+    num_languages: int
+    by_generator: dict[str, int]
+    validity_per_engine: dict[str, EngineValidity]
+    reject_reasons: dict[str, int]
+    brainstorm_rejects: int
+    engine_restarts: dict[str, int]
+    requests_resent: int
+    tokens_in: int
+    tokens_out: int
+    wall_time_s: float
+    runs: list[dict]
+    prompt_version: str
+
+
+def stats(ledger: Ledger, plan: list[dict], runs: list[dict]) -> GenerateStats:
     ex, rj = ledger.outcomes("example"), ledger.rejects()
     exl = ex.drop(["query", "positive", "hard_negative", "instruction", "placeholders"]).to_pylist()
     rjl = rj.drop(["raw"]).to_pylist()
@@ -25,7 +56,7 @@ def stats(ledger: Ledger, plan: list[dict], runs: list[dict]) -> dict:
     restarts: Counter = Counter()
     for run in runs:
         restarts.update(run.get("engine_restarts", {}))
-    return {
+    return GenerateStats.model_validate({
         "requests_planned": len(plan),
         "examples": len(exl),
         "requests_rejected_final": len(final_rejects),
@@ -48,10 +79,11 @@ def stats(ledger: Ledger, plan: list[dict], runs: list[dict]) -> dict:
         "wall_time_s": sum(r["wall_time_s"] for r in runs),
         "runs": runs,
         "prompt_version": PROMPT_VERSION,
-    }
+    })
 
 
-def summary_md(stats: dict) -> str:
+def summary_md(st: GenerateStats) -> str:
+    stats = st.model_dump()
     restarts = ", ".join(f"{k}: {v}" for k, v in stats["engine_restarts"].items()) or "none"
     lines = [
         "# Synthetic data summary", "",

@@ -7,12 +7,15 @@ import logging
 import time
 from pathlib import Path
 
+from synthembed import stage
 from synthembed.config import dump_config
 from synthembed.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
+# Fields that change where or how safely a run is kept, never what it learns: not in the fingerprint.
+_NOT_FINGERPRINTED = {"name", "storage_path", "output_dir", "num_to_keep", "checkpoint_every", "max_failures",
+                      "collective_timeout_s"}
 
 
 def run_dir_of(config: TrainConfig) -> Path:
@@ -21,6 +24,15 @@ def run_dir_of(config: TrainConfig) -> Path:
     if "://" in config.storage_path:
         raise ValueError("train.output_dir is required when train.storage_path is a remote URI (s3://, gs://)")
     return (Path(config.storage_path).expanduser() / config.name).resolve()
+
+
+def stage_folder(config: TrainConfig) -> stage.StageFolder:
+    """The run folder under a fingerprint of the recipe, the data's manifests and the base model."""
+    recipe = {k: v for k, v in config.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED}
+    data = [stage.input_fingerprint(Path(d.path).expanduser()) for d in config.data]
+    src = Path(config.model.source).expanduser()
+    model = stage.input_fingerprint(src) if src.exists() else config.model.source
+    return stage.StageFolder(run_dir_of(config), "train", stage.fingerprint(recipe, data, model))
 
 
 def build_trainer(config: TrainConfig):
@@ -57,14 +69,14 @@ def run(config: TrainConfig) -> Path:
     from synthembed.train.export import copy_adapter, export_merged
     from synthembed.train.loop import CURVE_FILE, STATE_FILE
 
-    out = run_dir_of(config)
-    if (out / MANIFEST).is_file():
-        log.info("%s has a manifest: training already finished, skipping", out)
+    folder = stage_folder(config)
+    out = folder.path
+    if folder.complete():
+        log.info("%s: training with this recipe and data already finished, skipping", out)
         return out
     # Fail on bad data before any Ray worker starts (they would all fail the same way, N times).
     n_examples = len(mix_sources(config.data, seed=config.seed))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_config(config))
+    folder.begin(dump_config(config))  # a folder of another recipe or data is moved aside, not resumed
 
     started = time.time()
     if config.backend == "local":
@@ -89,12 +101,12 @@ def run(config: TrainConfig) -> Path:
         state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
         curve_text = (ckpt / CURVE_FILE).read_text()
         adapter = copy_adapter(ckpt, out / "adapter")
-    (out / "curve.jsonl").write_text(curve_text)
+    stage.write_text(out / "curve.jsonl", curve_text)
     curve = [json.loads(line) for line in curve_text.splitlines() if line]
     _plot(curve, out / "curve.png")
     merged = export_merged(config.model, adapter, out / "merged") if config.export_merged else None
 
-    manifest = {
+    manifest = folder.finish({
         "steps": state["step"],
         "total_steps": state["total_steps"],
         "restarts": state.get("restarts", 0),
@@ -110,8 +122,7 @@ def run(config: TrainConfig) -> Path:
         "merged": str(merged) if merged else None,
         "base_model": config.model.source,
         "num_workers": config.num_workers,
-    }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")  # last: marks the run complete
+    })
     log.info("training finished: %s", json.dumps(manifest))
     return out
 

@@ -1,10 +1,12 @@
 """generate -> train -> evaluate -> deploy, as one resumable job.
 
-Each stage writes into `<output_root>/<stage>` and is complete once its manifest exists; a resubmitted
-pipeline skips complete stages and lets an incomplete one resume on its own terms (generation keeps its
-finished Parquet parts, training restarts from its latest Ray Train checkpoint). The stages are wired by
-path here and nowhere else: the generated examples feed training, the merged model feeds evaluation
-(beside the base model, for the comparison table) and serving.
+Each stage writes into `<output_root>/<stage>` under the run-folder contract (synthembed.stage): it is
+complete when its manifest's fingerprint matches its config and inputs now, so a resubmitted pipeline
+skips complete stages, lets an incomplete one resume on its own terms (generation keeps its finished
+Parquet parts, training restarts from its latest Ray Train checkpoint), and re-runs every stage downstream
+of one whose output changed. The stages are wired by path here and nowhere else: the generated examples
+feed training, the merged model feeds evaluation (beside the base model, for the comparison table) and
+serving.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pydantic import Field
 from synthembed.config import StrictModel
 from synthembed.embed import EmbedConfig
 from synthembed.evaluate.config import EvaluateConfig
+from synthembed.packaged import is_named_model
 from synthembed.serve.config import ServeConfig
 from synthembed.synth.config import GenerateConfig
 from synthembed.train.config import DataSource, TrainConfig
@@ -28,7 +31,6 @@ from synthembed.train.config import DataSource, TrainConfig
 log = logging.getLogger(__name__)
 
 STAGES = ("generate", "train", "evaluate", "deploy")
-MANIFEST = "manifest.json"
 
 
 class PipelineConfig(StrictModel):
@@ -89,8 +91,6 @@ def evaluation_configs(config: PipelineConfig) -> tuple[EvaluateConfig, Evaluate
 
 def preflight(config: PipelineConfig) -> list[str]:
     """Problems that would make a stage fail later, found before any compute; [] when there are none."""
-    from synthembed.model.loading import PACKAGED_MODELS, TINY_MODELS
-
     problems = []
     labeled = labeled_sources(config)
     for i, source in enumerate(config.train.data):
@@ -101,15 +101,12 @@ def preflight(config: PipelineConfig) -> list[str]:
             problems.append(f"evaluate.tasks[{i}].path: {task.path} is not a folder")
     src = config.train.model.source
     looks_like_path = src.startswith((".", "/", "~")) or src.endswith(".gguf")
-    if src not in PACKAGED_MODELS and src not in TINY_MODELS and looks_like_path and not Path(src).expanduser().exists():
+    if not is_named_model(src) and looks_like_path and not Path(src).expanduser().exists():
         problems.append(f"train.model.source: {src} does not exist")
     if config.stages != [s for s in STAGES if s in config.stages]:
         problems.append(f"stages must keep the order {list(STAGES)}, got {config.stages}")
     return problems
 
-
-def _done(folder: Path) -> bool:
-    return (folder / MANIFEST).is_file()
 
 
 def run(config: PipelineConfig) -> dict:
@@ -123,12 +120,13 @@ def run(config: PipelineConfig) -> dict:
     timings: dict[str, float | str] = {}
     summary: dict = {"output_root": str(root)}
 
-    def stage(name: str, folder: Path, fn) -> None:
+    def stage(name: str, complete, fn) -> None:
+        """Run `fn` unless every folder of the stage is complete (each stage also checks itself)."""
         if name not in config.stages:
             timings[name] = "not requested"
             return
-        if name != "deploy" and _done(folder):
-            log.info("stage %s: complete (%s), skipping", name, folder / MANIFEST)
+        if complete():
+            log.info("stage %s: complete for its current inputs and settings, skipping", name)
             timings[name] = "skipped (complete)"
             return
         log.info("stage %s: starting", name)
@@ -137,25 +135,24 @@ def run(config: PipelineConfig) -> dict:
         timings[name] = round(time.time() - t0, 1)
 
     from synthembed import evaluate, synth, train
+    from synthembed.evaluate.run import stage_folder as eval_folder
+    from synthembed.synth.pipeline import stage_folder as generate_folder
+    from synthembed.train.run import stage_folder as train_folder
 
-    stage("generate", root / "generate", lambda: synth.run(config.generate))
-    stage("train", root / "train", lambda: train.run(config.train))
+    stage("generate", lambda: generate_folder(config.generate).complete(), lambda: synth.run(config.generate))
+    # Fingerprints are computed when a stage is reached: they read the manifests the stage before wrote.
+    stage("train", lambda: train_folder(config.train).complete(), lambda: train.run(config.train))
     base_eval, tuned_eval = evaluation_configs(config)
-
-    def _evaluate() -> None:
-        if not _done(Path(base_eval.output_dir)):
-            evaluate.run(base_eval)
-        evaluate.run(tuned_eval)
-        (root / "evaluate" / MANIFEST).write_text(json.dumps({"base": base_eval.output_dir, "tuned": tuned_eval.output_dir}))
-
-    stage("evaluate", root / "evaluate", _evaluate)
+    stage("evaluate",
+          lambda: (root / "train" / "merged").is_dir() and all(eval_folder(c).complete() for c in (base_eval, tuned_eval)),
+          lambda: [evaluate.run(c) for c in (base_eval, tuned_eval)])
 
     def _deploy() -> None:
         from synthembed.serve import deploy
 
         summary["endpoint"] = deploy(config.serve)
 
-    stage("deploy", root / "deploy", _deploy)
+    stage("deploy", lambda: False, _deploy)
     summary["stage_seconds"] = timings
     summary.update(collect_summary(root, config))
     (root / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
@@ -165,13 +162,19 @@ def run(config: PipelineConfig) -> dict:
 def collect_summary(root: Path, config: PipelineConfig) -> dict:
     """Data statistics, training curve, evaluation table and a working curl line, from the stage outputs."""
     out: dict = {}
+    from synthembed.synth.stats import GenerateStats
+
     stats = root / "generate" / "stats.json"
     if stats.is_file():
-        data = json.loads(stats.read_text())
-        keys = ("examples", "requests_planned", "requests_rejected_final", "by_task_type", "num_languages",
-                "validity_per_engine", "engine_restarts")
-        out["data"] = {k: data[k] for k in keys}  # KeyError, not a silently thinner summary, if generate renames one
-    manifest = root / "train" / MANIFEST
+        s = GenerateStats.model_validate_json(stats.read_text())  # typed: a renamed field fails here, loudly
+        out["data"] = {
+            "examples": s.examples, "requests_planned": s.requests_planned,
+            "rejected_after_all_engines": s.requests_rejected_final, "reject_reasons": s.reject_reasons,
+            "by_task_type": s.by_task_type, "languages": s.num_languages,
+            "validity_per_engine": {g: round(v.valid_rate, 3) for g, v in s.validity_per_engine.items()},
+            "engine_restarts": s.engine_restarts,
+        }
+    manifest = root / "train" / "manifest.json"
     if manifest.is_file():
         train = json.loads(manifest.read_text())
         curve = [json.loads(line) for line in (root / "train" / "curve.jsonl").read_text().splitlines() if line]

@@ -1,0 +1,145 @@
+"""The run-folder contract every stage follows (generate, train, evaluate, embed; the pipeline composes them).
+
+A stage's output folder holds:
+
+    stage.json      written first: the stage's name and **fingerprint** (the hash of everything that decides
+                    its outputs: the config fields that matter, the fingerprints of its inputs' manifests,
+                    the model it used)
+    config.yaml     the resolved config
+    ...             outputs, each written to a temporary name and renamed (`write_text`, `write_json`)
+    manifest.json   written last, atomically, holding the same fingerprint
+
+The rules, in one place:
+
+- **complete** means a manifest whose fingerprint equals the one the stage computes now; a file that merely
+  exists means nothing (`StageFolder.complete`);
+- a folder begun under another fingerprint belongs to another run: `begin` moves it aside to
+  `<folder>.superseded-<n>` (nothing finished is deleted) and the stage starts fresh; under the same
+  fingerprint `begin` keeps it, and the stage resumes from what it finds;
+- a stage's fingerprint includes its inputs' manifest fingerprints (`input_fingerprint`), so a re-run
+  upstream stage changes every downstream fingerprint and the downstream stages run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MANIFEST, STAGE_FILE = "manifest.json", "stage.json"
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable hash of JSON-able parts (dict keys sorted)."""
+    payload = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:20]
+
+
+def files_fingerprint(folder: str | Path) -> str:
+    """For inputs without a manifest (a labeled dataset, a model folder): names, sizes and mtimes of its files."""
+    root = Path(folder)
+    if root.is_file():
+        st = root.stat()
+        return fingerprint(root.name, st.st_size, st.st_mtime_ns)
+    entries = sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+                     for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    return fingerprint(entries)
+
+
+def input_fingerprint(folder: str | Path) -> str:
+    """An input's identity: its manifest's fingerprint when it is a stage folder, else its files'."""
+    manifest = Path(folder) / MANIFEST
+    if manifest.is_file():
+        try:
+            fp = json.loads(manifest.read_text()).get("fingerprint")
+        except ValueError:
+            fp = None
+        if fp:
+            return fp
+    return files_fingerprint(folder)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write to a temporary name in the same folder, then rename: readers see the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+class StageFolder:
+    """One stage's run folder under one fingerprint (see the module docstring)."""
+
+    def __init__(self, path: str | Path, stage: str, fp: str):
+        self.path, self.stage, self.fingerprint = Path(path), stage, fp
+
+    def manifest(self) -> dict | None:
+        try:
+            return json.loads((self.path / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def complete(self) -> dict | None:
+        """The manifest, when this folder holds a finished run of exactly this fingerprint."""
+        m = self.manifest()
+        if m and m.get("complete") and m.get("fingerprint") == self.fingerprint and m.get("stage") == self.stage:
+            return m
+        return None
+
+    def begin(self, config_yaml: str | None = None) -> "StageFolder":
+        """Claim the folder for this fingerprint (moving another run's folder aside) and write the config."""
+        old = self._begun()
+        if old is not None and old != self.fingerprint:
+            aside = self._aside()
+            self.path.rename(aside)
+            log.warning("%s: %s held a %s run with other inputs or settings (fingerprint %s, now %s); moved it to "
+                        "%s and starting fresh", self.stage, self.path, self.stage, old, self.fingerprint, aside)
+        elif old is None and self.path.is_dir() and any(self.path.iterdir()) and not self._resumable():
+            aside = self._aside()
+            self.path.rename(aside)
+            log.warning("%s: %s holds files of an unknown run; moved them to %s", self.stage, self.path, aside)
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / MANIFEST).unlink(missing_ok=True)  # complete only once finish() writes a new one
+        write_json(self.path / STAGE_FILE, {"stage": self.stage, "fingerprint": self.fingerprint,
+                                            "begun": _now()})
+        if config_yaml is not None:
+            write_text(self.path / "config.yaml", config_yaml)
+        return self
+
+    def finish(self, manifest: dict) -> dict:
+        """Write the manifest last, atomically; from now on the folder is complete for this fingerprint."""
+        full = {"stage": self.stage, "fingerprint": self.fingerprint, "complete": True, "created": _now(), **manifest}
+        write_json(self.path / MANIFEST, full)
+        return full
+
+    def _begun(self) -> str | None:
+        try:
+            return json.loads((self.path / STAGE_FILE).read_text()).get("fingerprint")
+        except (OSError, ValueError):
+            return None
+
+    def _resumable(self) -> bool:
+        # Folders of this stage written before stage.json existed (a config.yaml and nothing claiming
+        # otherwise) are resumed rather than moved: their own resume checks (the generate plan's
+        # fingerprint, train checkpoints) still guard them.
+        return (self.path / "config.yaml").exists()
+
+    def _aside(self) -> Path:
+        n = 1
+        while (aside := self.path.with_name(f"{self.path.name}.superseded-{n}")).exists():
+            n += 1
+        return aside
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
