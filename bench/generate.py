@@ -90,6 +90,21 @@ def pipeline(cfg: GenerateConfig, srv: EmbeddedServer, requests: list[dict]) -> 
     return {"wall_s": wall, "valid": valid, "tokens_out": tokens, "schema_valid": len(requests) - structural_fail}
 
 
+def cpu_seconds(engine_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by the engine process, this driver, and every other process (Ray's)."""
+    import psutil
+
+    out = {"engine": 0.0, "driver": 0.0, "other": 0.0}
+    for p in psutil.process_iter():
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        key = "engine" if p.pid == engine_pid else "driver" if p.pid == os.getpid() else "other"
+        out[key] += t.user + t.system
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=24)
@@ -112,13 +127,17 @@ def main() -> None:
         post_chat(srv.base_url, chat_payload(cfg.engine, srv.alias, [{"role": "user", "content": "hi"}], None, 0))
         for rep in range(args.repeats):  # interleaved, so load changes hit both sides alike
             for side, fn in (("direct", direct), ("pipeline", pipeline)):
+                before = cpu_seconds(srv.proc.pid)
                 r = fn(cfg, srv, requests)
+                after = cpu_seconds(srv.proc.pid)
+                r["cpu_s"] = {k: round(after[k] - before[k], 2) for k in before}
                 r["examples_per_s"] = r["valid"] / r["wall_s"]
                 r["requests_per_s"] = len(requests) / r["wall_s"]
                 r["tokens_out_per_s"] = r["tokens_out"] / r["wall_s"]
                 results[side].append(r)
                 print(f"rep {rep} {side:8s} wall {r['wall_s']:6.1f}s  valid {r['valid']}/{len(requests)}  "
-                      f"{r['examples_per_s']:.3f} ex/s  {r['tokens_out_per_s']:.1f} tok/s", flush=True)
+                      f"{r['examples_per_s']:.3f} ex/s  {r['tokens_out_per_s']:.1f} tok/s  cpu s {r['cpu_s']}",
+                      flush=True)
     ray.shutdown()
     builds = {}
     if args.builds:
@@ -156,6 +175,9 @@ def main() -> None:
                      ("wall_s", "requests_per_s", "examples_per_s", "tokens_out_per_s")},
         "loadavg_at_start": load_start,
         "same_tokens_both_sides": [r["tokens_out"] for r in results["direct"]] == [r["tokens_out"] for r in results["pipeline"]],
+        "cpu_seconds": {side: [r["cpu_s"] for r in results[side]] for side in results},
+        "cpu_seconds_note": "CPU seconds per repeat used by the engine process, the benchmark driver and all other "
+                            "processes (Ray's workers, raylet, GCS); the engine shares the 2 cores with the rest",
         "builds": builds,
         "builds_note": "raw llama.cpp tokens/s per wheel (SmolLM2-135M Q4_1, 2 threads, greedy, 128 tokens), "
                        "each in its own process, interleaved; see bench/llama_builds.py",

@@ -96,8 +96,8 @@ def test_embed_rerun_after_a_kill_writes_each_input_once(ray_cluster, tmp_path):
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(f"text number {i}" for i in range(37)) + "\n")
     out = tmp_path / "emb"
-    cmd = [str(VENV_BIN / "python"), "jobs/embed.py", "--set", "embed.model.source=tiny-llama",
-           "--set", "embed.rows_per_batch=8", "--input", str(texts), "--output", str(out)]
+    cmd = [str(VENV_BIN / "python"), "jobs/embed.py", "--set", "model.source=tiny-llama",
+           "--set", "rows_per_batch=8", "--input", str(texts), "--output", str(out)]
     env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:6390"}
     assert subprocess.run(cmd, cwd=REPO, env=env, capture_output=True).returncode == 0
     import pyarrow.parquet as pq
