@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import sys
 import time
@@ -74,8 +73,6 @@ def direct(cfg: GenerateConfig, srv: EmbeddedServer, requests: list[dict]) -> di
 
 
 def pipeline(cfg: GenerateConfig, srv: EmbeddedServer, requests: list[dict]) -> dict:
-    import ray
-
     t0 = time.perf_counter()
     ds = apply_engine(request_dataset(requests, cfg.engine), cfg.engine, srv.base_url, srv.alias).map(
         Validate(cfg.engine.label, 0, False, cfg.lengths.as_dict(), metrics=False))

@@ -22,48 +22,19 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from synthembed.synth import EXAMPLE_SCHEMA, GenerateConfig, read_examples, run
-from synthembed.synth.ledger import Ledger
+from synthembed.synth import EXAMPLE_SCHEMA, read_examples, run
+from synth_helpers import config, resolved
+from synth_helpers import engine as _engine
 from synthembed.synth.tasks import TASK_TYPES, sample_placeholders
 
 pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python[server] (scripts/setup.sh)")
 
 REPO = Path(__file__).resolve().parents[1]
-LANGS = {lang: 1.0 for lang in ("English", "German", "French", "Spanish", "Japanese", "Swahili", "Russian")}
-SMALL_LENGTHS = {"short_min": 1, "short_max": 60, "long_min": 20, "long_max": 160}
+LANGS = ("English", "German", "French", "Spanish", "Japanese", "Swahili", "Russian")
 
 
-def _engine(name: str, **kw) -> dict:
-    base = {"kind": "embedded", "name": name, "model": "smollm2-135m", "batch_size": 4, "n_threads": 2,
-            "sampling": {"temperature": 1.0, "top_p": 1.0, "max_tokens": 300}}
-    base.update(kw)
-    return base
-
-
-def _config(out: Path, **kw) -> GenerateConfig:
-    base = dict(output_dir=str(out), num_examples=6, seed=0, language_weights=LANGS, tasks_per_brainstorm=3,
-                examples_per_task=1, lengths=SMALL_LENGTHS, brainstorm_max_chars=100, commit_every=4,
-                engine=_engine("embedded"), fallback=None)
-    base.update(kw)
-    return GenerateConfig.model_validate(base)
-
-
-def _check_accounting(out: Path) -> tuple:
-    """Every planned request ends exactly once: one example, or a final reject; ids are unique."""
-    plan = pq.read_table(out / "plan.parquet").column("request_id").to_pylist()
-    ledger = Ledger(out)
-    ex, rj = ledger.outcomes("example"), ledger.rejects()
-    ex_rids = ex.column("request_id").to_pylist()
-    assert len(ex_rids) == len(set(ex_rids)), "a request produced two examples"
-    ids = ex.column("id").to_pylist()
-    assert len(ids) == len(set(ids)), "duplicate example ids were kept"
-    final = {r["request_id"] for r in rj.to_pylist() if r["stage"] == "example" and not r["retry_next"]}
-    assert set(ex_rids).isdisjoint(final)
-    assert set(ex_rids) | final == set(plan)
-    for r in rj.to_pylist():
-        assert r["reason"] and r["generator"]
-        assert r["raw"] is not None  # raw output (or the error body) is kept
-    return plan, ex, rj
+def _config(out: Path, **kw):
+    return config(out, LANGS, **kw)
 
 
 @pytest.mark.slow
@@ -86,7 +57,7 @@ def test_embedded_run_all_six_types_many_languages(ray_cluster, tmp_path):
         assert len(r["query"]) <= 160 and len(r["positive"]) <= 160
         if r["task_type"] == "bitext":
             assert r["src_language"] and r["tgt_language"] and r["src_language"] != r["tgt_language"]
-    plan, ex_t, rj = _check_accounting(out)
+    plan, _, rj = resolved(out)
     stats = json.loads((out / "stats.json").read_text())
     assert stats["examples"] == len(rows) and stats["requests_planned"] == 18 == len(plan)
     assert stats["tokens_out"] > 0 and stats["tokens_in"] > stats["tokens_out"] / 10
@@ -107,10 +78,10 @@ def test_fallback_engine_takes_the_rows_the_primary_failed(ray_cluster, tmp_path
                   engine=_engine("primary", sampling={"temperature": 1.0, "top_p": 1.0, "max_tokens": 6}),
                   fallback=_engine("fallback", sampling={"temperature": 0.5, "top_p": 0.9, "max_tokens": 300}))
     run(cfg)
-    plan, ex, rj = _check_accounting(out)
-    assert ex.num_rows >= 2
-    assert set(ex.column("generator").to_pylist()) == {"fallback:smollm2-135m"}
-    primary = [r for r in rj.to_pylist() if r["engine_index"] == 0 and r["stage"] == "example"]
+    plan, ex, rj = resolved(out)
+    assert len(ex) >= 2
+    assert {r["generator"] for r in ex} == {"fallback:smollm2-135m"}
+    primary = [r for r in rj if r["engine_index"] == 0 and r["stage"] == "example"]
     assert {r["request_id"] for r in primary} == set(plan), "every row was tried on the primary first"
     assert all(r["retry_next"] and r["reason"].startswith("truncated") and r["raw"] for r in primary)
     stats = json.loads((out / "stats.json").read_text())
@@ -160,8 +131,8 @@ def test_openai_compatible_endpoint_with_key_from_env(ray_cluster, tmp_path, ope
     monkeypatch.setenv("SYNTH_IT_API_KEY", key)
     out = tmp_path / "oa"
     run(_config(out, num_examples=3, task_mix={"sts": 1.0, "bitext": 1.0}, engine=engine))
-    plan, ex, rj = _check_accounting(out)
-    assert ex.num_rows >= 1 and set(ex.column("generator").to_pylist()) == {"openai:smol-openai"}
+    plan, ex, rj = resolved(out)
+    assert len(ex) >= 1 and {r["generator"] for r in ex} == {"openai:smol-openai"}
     for f in out.rglob("*"):
         if f.is_file():
             assert key.encode() not in f.read_bytes(), f"API key leaked into {f}"
@@ -169,8 +140,8 @@ def test_openai_compatible_endpoint_with_key_from_env(ray_cluster, tmp_path, ope
     monkeypatch.setenv("SYNTH_IT_API_KEY", "wrong-key")
     bad = tmp_path / "oa-bad"
     run(_config(bad, num_examples=2, task_mix={"sts": 1.0}, engine=engine))
-    _, ex2, rj2 = _check_accounting(bad)
-    assert ex2.num_rows == 0 and {r["reason"].split(":")[0] for r in rj2.to_pylist()} == {"engine_error"}
+    _, ex2, rj2 = resolved(bad)
+    assert ex2 == [] and {r["reason"].split(":")[0] for r in rj2} == {"engine_error"}
 
 
 @pytest.mark.slow
@@ -202,7 +173,7 @@ def test_kill_and_resume_without_duplicates(ray_cluster, tmp_path):
     assert (out / "manifest.json").exists()
     for name, data in {**before}.items():  # committed work is kept as it was
         assert (out / "examples" / name).read_bytes() == data
-    plan, ex, rj = _check_accounting(out)
+    plan, ex, rj = resolved(out)
     runs = [json.loads(x) for x in (out / "runs.jsonl").read_text().splitlines()]
     assert len(runs) == 1  # the killed run never finished
     redone = runs[0].get("examples", 0) + runs[0].get("rejects", 0) + runs[0].get("duplicates", 0)

@@ -20,40 +20,19 @@ import pyarrow.parquet as pq
 import pytest
 
 from synthembed.synth import GenerateConfig, run
-from synthembed.synth.embedded import EngineFailed
-from synthembed.synth.ledger import Ledger
+from synth_helpers import config, engine, resolved
 
 pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python[server] (scripts/setup.sh)")
 
 REPO = Path(__file__).resolve().parents[1]
-LANGS = {lang: 1.0 for lang in ("English", "German", "French")}
-SMALL_LENGTHS = {"short_min": 1, "short_max": 60, "long_min": 20, "long_max": 160}
 
 
 def _engine(name: str, **kw) -> dict:
-    base = {"kind": "embedded", "name": name, "model": "smollm2-135m", "batch_size": 2, "n_threads": 2,
-            "sampling": {"temperature": 1.0, "top_p": 1.0, "max_tokens": 300}}
-    base.update(kw)
-    return base
+    return engine(name, **{"batch_size": 2, **kw})
 
 
-def _config(out: Path, **kw) -> GenerateConfig:
-    base = dict(output_dir=str(out), num_examples=6, seed=0, language_weights=LANGS, task_mix={"sts": 1.0},
-                lengths=SMALL_LENGTHS, commit_every=1, engine=_engine("embedded"), fallback=None)
-    base.update(kw)
-    return GenerateConfig.model_validate(base)
-
-
-def _resolved(out: Path) -> tuple[list[str], list[dict], list[dict]]:
-    """Every planned request ends exactly once (an example, or a final reject); returns plan, examples, rejects."""
-    plan = pq.read_table(out / "plan.parquet").column("request_id").to_pylist()
-    ledger = Ledger(out)
-    ex, rj = ledger.outcomes("example").to_pylist(), ledger.rejects().to_pylist()
-    ex_ids = [r["request_id"] for r in ex]
-    assert len(ex_ids) == len(set(ex_ids)), "a request produced two examples"
-    final = {r["request_id"] for r in rj if r["stage"] == "example" and not r["retry_next"]}
-    assert set(ex_ids).isdisjoint(final) and set(ex_ids) | final == set(plan)
-    return plan, ex, rj
+def _config(out: Path, **kw):
+    return config(out, ("English", "German", "French"), **{"task_mix": {"sts": 1.0}, "commit_every": 1, **kw})
 
 
 @pytest.mark.slow
@@ -74,7 +53,7 @@ def test_engine_killed_mid_run_is_restarted_and_the_run_finishes(ray_cluster, tm
     os.kill(pid, signal.SIGKILL)  # the llama.cpp server, not the job
     worker.join(timeout=600)
     assert result.get("out") == out, "the run did not finish after the engine was killed"
-    plan, ex, rj = _resolved(out)
+    plan, ex, rj = resolved(out)
     stats = json.loads((out / "stats.json").read_text())
     assert stats["engine_restarts"] == {"embedded:smollm2-135m": 1}
     assert stats["requests_unresolved"] == 0 and stats["examples"] == len(ex) >= 1
@@ -119,7 +98,7 @@ def test_engine_that_never_works_stops_the_job_clearly_and_keeps_committed_rows(
     assert res.returncode == 0, res.stderr[-3000:]
     for name, data in before.items():
         assert (out / "rejects" / name).read_bytes() == data
-    plan, ex, rj = _resolved(out)
+    plan, ex, rj = resolved(out)
     assert {r["engine_index"] for r in rj if r["stage"] == "example" and r["generator"].startswith("primary")} == {0}
     assert sum(1 for r in rj if r["engine_index"] == 0) == 4, "the primary ran again"
     assert all(r["generator"] == "fallback:smollm2-135m" for r in ex)
@@ -221,7 +200,7 @@ def test_hostile_endpoint_every_row_ends_as_example_or_named_reject(ray_cluster,
         hostile.shutdown()
         good.shutdown()
     out = Path(cfg.output_dir)
-    plan, ex, rj = _resolved(out)
+    plan, ex, rj = resolved(out)
     assert sorted(set(_Hostile.assigned.values())) == sorted(BEHAVIOURS), "every behaviour was exercised"
     primary = {r["request_id"]: r["reason"] for r in rj if r["engine_index"] == 0}
     assert len(primary) == len(plan), "every row failed on the hostile primary and was rejected there"
