@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from synthembed.evaluate import LocalTaskError, TaskSpec, build_task, load_folder, parse_reference_scores
+from synthembed.evaluate import LocalTaskError, EvalTask, build_task, load_folder, parse_reference_scores
 from synthembed.evaluate.local_tasks import detect_layout
 
 
@@ -159,7 +159,7 @@ def test_unknown_folder_and_wrong_task_type_are_clear(shared_data, tmp_path):
     with pytest.raises(LocalTaskError, match="SciFact.*Retrieval task.*stsbenchmark layout"):
         build_task(data, "SciFact")
     with pytest.raises(ValueError, match="needs `name`.*or `path`"):
-        TaskSpec()
+        EvalTask()
 
 
 def test_reference_scores_parse(shared_data):
@@ -186,6 +186,6 @@ def test_hub_task_offline_fails_with_a_clear_message(monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(HubTaskError, match=r"SciFact.*could not load its data from the Hugging Face hub.*path: <folder>"):
-        load_task(TaskSpec(name="SciFact"))
+        load_task(EvalTask(name="SciFact"))
     with pytest.raises(HubTaskError, match="not an mteb task"):
-        load_task(TaskSpec(name="NoSuchTask"))
+        load_task(EvalTask(name="NoSuchTask"))

@@ -20,7 +20,7 @@ from synthembed.synth.plan import build_plan
 from synthembed.synth.prompts import brainstorm_messages, brainstorm_schema, example_messages, example_schema
 from synthembed.synth.schema import EXAMPLE_SCHEMA, REJECT_SCHEMA, example_id, normalize_text
 from synthembed.synth.tasks import (
-    ASYMMETRIC, PAPER_TASK_MIX, SPECS, TASK_TYPES, allocate_counts, field_roles, instruction_for, sample_placeholders,
+    ASYMMETRIC, PAPER_TASK_MIX, SPECS, TASK_TYPES, allocate_counts, field_roles, task_instruction, sample_placeholders,
 )
 
 BOUNDS = {"short": (1, 80), "long": (20, 240)}
@@ -141,7 +141,7 @@ def test_prompt_rendering_for_every_type(task_type):
     assert schema["required"] == list(SPECS[task_type].fields)
     for f, prop in schema["properties"].items():
         assert prop["type"] == "string" and prop["maxLength"] in (80, 240) and prop["minLength"] >= 1
-    assert instruction_for(task_type, task)
+    assert task_instruction(task_type, task)
 
 
 def test_sts_roles_follow_unit_and_brainstorm_prompt():

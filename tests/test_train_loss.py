@@ -10,7 +10,7 @@ import torch
 from synthembed.train import DataSource, InfoNCELoss, TrainConfig, duplicate_mask
 from synthembed.train.data import BatchPlan, ContrastiveCollator, Examples, mix_sources, text_key
 from synthembed.train.gradcache import ContrastiveStep, length_groups
-from synthembed.train.model import build_lora_embedder, make_embed_fn, trainable_parameters
+from synthembed.train.lora import build_lora_embedder, make_embed_fn, trainable_parameters
 from train_helpers import randomize_lora_b, toy_rows, write_examples
 
 

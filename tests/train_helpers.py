@@ -72,7 +72,7 @@ def loss_and_grads(config_dump: dict, rows: list[dict], chunk_sizes: list) -> li
     from synthembed.train.data import ContrastiveCollator, Examples
     from synthembed.train.distributed import all_reduce_grads
     from synthembed.train.gradcache import ContrastiveStep
-    from synthembed.train.model import build_lora_embedder, make_embed_fn, trainable_parameters
+    from synthembed.train.lora import build_lora_embedder, make_embed_fn, trainable_parameters
 
     config = TrainConfig.model_validate(config_dump)
     torch.manual_seed(0)

@@ -46,8 +46,6 @@ class EmbeddingCache:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS emb (key BLOB PRIMARY KEY, dim INTEGER, vec BLOB)")
         self._db.commit()
-        self.hits = 0
-        self.misses = 0
 
     def key(self, text: str) -> bytes:
         return hashlib.sha256(self.fingerprint.encode() + b"\0" + text.encode("utf-8")).digest()
@@ -62,11 +60,7 @@ class EmbeddingCache:
             ).fetchall()
             for k, vec in rows:
                 found[k] = np.frombuffer(vec, dtype=np.float32)
-        out = [found.get(k) for k in keys]
-        hits = sum(v is not None for v in out)
-        self.hits += hits
-        self.misses += len(out) - hits
-        return out
+        return [found.get(k) for k in keys]
 
     def put(self, texts: Sequence[str], vectors: np.ndarray) -> None:
         vectors = np.asarray(vectors, dtype=np.float32)

@@ -20,7 +20,7 @@ class EvalModelConfig(ModelConfig):
     name: str | None = Field(None, description="label of this run in reports (default: the source)")
 
 
-class TaskSpec(StrictModel):
+class EvalTask(StrictModel):
     """One task: an mteb task by name (data from the hub) or a local folder in a known layout."""
 
     name: str | None = Field(None, description="mteb task name; with `path`, defaults to the layout's task")
@@ -54,7 +54,7 @@ class RayEncodeConfig(StrictModel):
 
 class EvaluateConfig(StrictModel):
     model: EvalModelConfig = Field(default_factory=EvalModelConfig)
-    tasks: list[TaskSpec] = Field(default_factory=list)
+    tasks: list[EvalTask] = Field(default_factory=list)
     output_dir: str = Field("runs/eval", description="results, report.md, chart.png and manifest.json go here")
     classification_protocols: list[Literal["mteb", "paper"]] = Field(
         default_factory=lambda: ["mteb", "paper"],

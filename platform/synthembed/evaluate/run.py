@@ -23,7 +23,7 @@ from pathlib import Path
 from synthembed import stage
 from synthembed.config import dump_config
 from synthembed.errors import StageError
-from synthembed.evaluate.config import EvaluateConfig, TaskSpec
+from synthembed.evaluate.config import EvaluateConfig, EvalTask
 from synthembed.evaluate.local_tasks import build_task, load_folder
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class HubTaskError(StageError):
     """An mteb task could not be loaded from the hub (e.g. offline)."""
 
 
-def load_task(spec: TaskSpec):
+def load_task(spec: EvalTask):
     """(mteb task with data loaded, provenance dict)."""
     import mteb
 

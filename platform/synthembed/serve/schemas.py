@@ -1,4 +1,4 @@
-"""Request and response bodies of `POST /v1/embeddings` (OpenAI's contract plus two extensions).
+"""The request body of `POST /v1/embeddings` (OpenAI's contract plus two extensions).
 
 `input` is checked by `synthembed.serve.limits.parse_input` rather than by a pydantic union, so an error can
 name the exact item (`input[3]`) instead of listing four union branches.
@@ -23,21 +23,3 @@ class EmbeddingRequest(BaseModel):
     # Extensions (e5-mistral): queries carry an instruction, documents are embedded raw.
     input_type: Literal["query", "document"] | None = None
     instruction: str | None = Field(None, max_length=2000)
-
-
-class EmbeddingData(BaseModel):
-    object: Literal["embedding"] = "embedding"
-    index: int
-    embedding: list[float] | str
-
-
-class Usage(BaseModel):
-    prompt_tokens: int
-    total_tokens: int
-
-
-class EmbeddingResponse(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[EmbeddingData]
-    model: str
-    usage: Usage

@@ -27,7 +27,7 @@ from synthembed.synth.prompts import (
     PROMPT_VERSION, brainstorm_messages, brainstorm_schema, example_messages, example_schema,
 )
 from synthembed.synth.schema import normalize_text, stable_hash
-from synthembed.synth.tasks import ASYMMETRIC, SPECS, instruction_for, sample_placeholders
+from synthembed.synth.tasks import ASYMMETRIC, SPECS, task_instruction, sample_placeholders
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def build_plan(config: GenerateConfig, counts: dict[str, int], pools: dict[str, 
             ph_json = json.dumps(ph, sort_keys=True)
             rows.append({
                 "request_id": stable_hash(config.seed, t, i, task, lang, src, tgt, ph_json, PROMPT_VERSION),
-                "task_type": t, "task": task or "", "instruction": instruction_for(t, task), "language": lang,
+                "task_type": t, "task": task or "", "instruction": task_instruction(t, task), "language": lang,
                 "src_language": src or "", "tgt_language": tgt or "", "placeholders": ph_json,
             })
     random.Random(config.seed).shuffle(rows)  # interleave types so partial output is already mixed

@@ -213,7 +213,7 @@ def sample_placeholders(task_type: str, rng: random.Random) -> dict[str, Any]:
     return {name: rng.choice(values) for name, values in SPECS[task_type].placeholders.items()}
 
 
-def instruction_for(task_type: str, task: str | None) -> str:
+def task_instruction(task_type: str, task: str | None) -> str:
     """The task definition stored with the example (used as "Instruct: ..." in training)."""
     spec = SPECS[task_type]
     if spec.instruction is not None:

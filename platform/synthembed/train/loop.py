@@ -111,7 +111,7 @@ def train_loop_per_worker(loop_config: dict, session=None) -> None:
     from synthembed.train.distributed import all_reduce_grads, world
     from synthembed.train.gradcache import ContrastiveStep
     from synthembed.train.loss import InfoNCELoss
-    from synthembed.train.model import autocast_dtype, build_lora_embedder, make_embed_fn, trainable_parameters
+    from synthembed.train.lora import autocast_dtype, build_lora_embedder, make_embed_fn, trainable_parameters
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = TrainConfig.model_validate(loop_config["train"])
