@@ -25,28 +25,12 @@ import io
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-LAYOUTS = ("stsbenchmark", "stsb_multi_mt", "beir", "tatoeba", "banking77")
-DEFAULT_TASK = {
-    "stsbenchmark": "STSBenchmark",
-    "stsb_multi_mt": "STSBenchmarkMultilingualSTS",
-    "beir": "SciFact",
-    "tatoeba": "Tatoeba",
-    "banking77": "Banking77Classification",
-}
-# mteb abstract task class each layout feeds; a named mteb task must be of this type
-LAYOUT_TYPE = {
-    "stsbenchmark": "STS",
-    "stsb_multi_mt": "STS",
-    "beir": "Retrieval",
-    "tatoeba": "BitextMining",
-    "banking77": "Classification",
-}
 STS_RANGE = (0.0, 5.0)
 
 
@@ -110,57 +94,6 @@ class LocalData:
     rows: dict[str, int] = field(default_factory=dict)  # subset -> evaluated rows (after limits)
     full_rows: dict[str, int] = field(default_factory=dict)  # subset -> rows in the files
     notes: dict[str, str] = field(default_factory=dict)  # subset -> other reductions (e.g. a smaller corpus)
-
-
-def detect_layout(folder: Path) -> str:
-    """Guess the layout from the file names present."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise LocalTaskError(f"{folder}: not a folder (tasks[].path must be a local task folder)")
-    names = {p.name.removesuffix(".gz") for p in folder.iterdir()}
-    if "sts-test.csv" in names:
-        return "stsbenchmark"
-    if any(re.fullmatch(r"stsb-[a-z]+-test\.csv", n) for n in names):
-        return "stsb_multi_mt"
-    if "corpus.jsonl" in names or "queries.jsonl" in names or "qrels" in names:
-        return "beir"
-    if any(re.fullmatch(r"tatoeba\.[a-z]+-eng\.[a-z]+", n) for n in names):
-        return "tatoeba"
-    if "train.csv" in names and "test.csv" in names:
-        return "banking77"
-    raise LocalTaskError(
-        f"{folder}: no known layout recognised ({', '.join(LAYOUTS)}); set tasks[].layout or check the files"
-    )
-
-
-def load_folder(
-    folder: str | Path,
-    layout: str = "auto",
-    limit: int | None = None,
-    subsets: list[str] | None = None,
-    corpus_limit: int | None = None,
-    train_limit: int | None = None,
-) -> LocalData:
-    """Parse and check a local task folder. `limit` keeps the first N pairs / queries / test rows."""
-    folder = Path(folder).expanduser()
-    if layout == "auto":
-        layout = detect_layout(folder)
-    if layout not in LAYOUTS:
-        raise LocalTaskError(f"tasks[].layout: unknown layout {layout!r}; use one of {', '.join(LAYOUTS)} or auto")
-    if not folder.is_dir():
-        raise LocalTaskError(f"{folder}: not a folder (tasks[].path must be a local task folder)")
-    loader = {
-        "stsbenchmark": _load_stsbenchmark,
-        "stsb_multi_mt": _load_stsb_multi,
-        "beir": _load_beir,
-        "tatoeba": _load_tatoeba,
-        "banking77": _load_banking77,
-    }[layout]
-    data = LocalData(layout=layout, path=folder)
-    loader(data, limit=limit, subsets=subsets, corpus_limit=corpus_limit, train_limit=train_limit)
-    if not data.subsets:
-        raise LocalTaskError(f"{folder}: no data found for layout {layout} (subsets filter: {subsets})")
-    return data
 
 
 def _sts_split(s1: list[str], s2: list[str], scores: list[float], limit: int | None) -> dict:
@@ -382,6 +315,71 @@ def _balanced_head(labels: list[str], limit: int | None) -> list[int]:
     return sorted(keep)
 
 
+# ------------------------------------------------------------------------------------------ layouts
+@dataclass(frozen=True)
+class Layout:
+    """One on-disk benchmark format: how to recognise it, read it, and which mteb task it feeds."""
+
+    name: str
+    mteb_task: str                      # the mteb task it feeds when tasks[].name is not given
+    task_type: str                      # mteb's task type; a named mteb task must be of this type
+    recognises: Callable[[set[str]], bool]  # from the folder's file names (".gz" removed)
+    load: Callable[..., None]
+
+
+def _any(pattern: str) -> Callable[[set[str]], bool]:
+    return lambda names: any(re.fullmatch(pattern, n) for n in names)
+
+
+# In detection order: the first layout that recognises a folder's files wins.
+LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (
+    Layout("stsbenchmark", "STSBenchmark", "STS", lambda names: "sts-test.csv" in names, _load_stsbenchmark),
+    Layout("stsb_multi_mt", "STSBenchmarkMultilingualSTS", "STS", _any(r"stsb-[a-z]+-test\.csv"), _load_stsb_multi),
+    Layout("beir", "SciFact", "Retrieval", lambda names: bool({"corpus.jsonl", "queries.jsonl", "qrels"} & names),
+           _load_beir),
+    Layout("tatoeba", "Tatoeba", "BitextMining", _any(r"tatoeba\.[a-z]+-eng\.[a-z]+"), _load_tatoeba),
+    Layout("banking77", "Banking77Classification", "Classification",
+           lambda names: {"train.csv", "test.csv"} <= names, _load_banking77),
+)}
+
+
+def detect_layout(folder: Path) -> str:
+    """Guess the layout from the file names present."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LocalTaskError(f"{folder}: not a folder (tasks[].path must be a local task folder)")
+    names = {p.name.removesuffix(".gz") for p in folder.iterdir()}
+    for layout in LAYOUTS.values():
+        if layout.recognises(names):
+            return layout.name
+    raise LocalTaskError(
+        f"{folder}: no known layout recognised ({', '.join(LAYOUTS)}); set tasks[].layout or check the files"
+    )
+
+
+def load_folder(
+    folder: str | Path,
+    layout: str = "auto",
+    limit: int | None = None,
+    subsets: list[str] | None = None,
+    corpus_limit: int | None = None,
+    train_limit: int | None = None,
+) -> LocalData:
+    """Parse and check a local task folder. `limit` keeps the first N pairs / queries / test rows."""
+    folder = Path(folder).expanduser()
+    if layout == "auto":
+        layout = detect_layout(folder)
+    if layout not in LAYOUTS:
+        raise LocalTaskError(f"tasks[].layout: unknown layout {layout!r}; use one of {', '.join(LAYOUTS)} or auto")
+    if not folder.is_dir():
+        raise LocalTaskError(f"{folder}: not a folder (tasks[].path must be a local task folder)")
+    data = LocalData(layout=layout, path=folder)
+    LAYOUTS[layout].load(data, limit=limit, subsets=subsets, corpus_limit=corpus_limit, train_limit=train_limit)
+    if not data.subsets:
+        raise LocalTaskError(f"{folder}: no data found for layout {layout} (subsets filter: {subsets})")
+    return data
+
+
 # ------------------------------------------------------------------------------------ to mteb tasks
 def to_hf_dataset(data: LocalData) -> dict:
     """The nested dict of `datasets.Dataset` objects that mteb's task classes read."""
@@ -411,17 +409,18 @@ def build_task(data: LocalData, name: str | None = None):
     """
     import mteb
 
-    default = DEFAULT_TASK[data.layout]
+    layout = LAYOUTS[data.layout]
+    default = layout.mteb_task
     name = name or default
     try:
         probe = mteb.get_task(name)
         known = True
     except KeyError:
         probe, known = mteb.get_task(default), False
-    if probe.metadata.type != LAYOUT_TYPE[data.layout]:
+    if probe.metadata.type != layout.task_type:
         raise LocalTaskError(
             f"tasks[].name={name!r} is an mteb {probe.metadata.type} task but {data.path} has the "
-            f"{data.layout} layout ({LAYOUT_TYPE[data.layout]})"
+            f"{data.layout} layout ({layout.task_type})"
         )
     subsets = list(data.subsets)
     if known and set(probe.hf_subsets) != {"default"}:
