@@ -85,7 +85,7 @@ def test_engine_that_never_works_stops_the_job_clearly_and_keeps_committed_rows(
     assert "fallback:" in msg and "exited with code" in msg and str(out / "engine-1.log") in msg, msg[-3000:]
     assert "restarted 2 time(s)" in msg and "rejected attempts are committed" in msg, msg[-3000:]
     # One message (Ray's own logging shares stderr), and no traceback of the job itself.
-    assert "\nerror: generate engine fallback:" in msg and 'generate.py", line' not in msg, msg[-3000:]
+    assert "\nerror: generate: engine fallback:" in msg and 'generate.py", line' not in msg, msg[-3000:]
     assert not (out / "manifest.json").exists()
     before = {p.name: p.read_bytes() for p in (out / "rejects").glob("*.parquet")}
     assert sum(pq.read_table(out / "rejects" / n).num_rows for n in before) == 4

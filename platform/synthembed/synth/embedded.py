@@ -216,7 +216,7 @@ class EmbeddedServer:
         self.exits.append(code)
         if self.restarts >= self.max_restarts:
             self.failure = EngineFailed(
-                f"generate engine {self.engine.label} (llama.cpp server) {describe_exit(code)}; it was restarted "
+                f"engine {self.engine.label} (llama.cpp server) {describe_exit(code)}; it was restarted "
                 f"{self.restarts} time(s) (engine.max_restarts={self.max_restarts}) and keeps dying.\n"
                 f"  last lines of its log:\n{tail(self.log_path)}\n  log: {self.log_path}\n  {_FAULT_HINT}"
             )
