@@ -48,6 +48,14 @@ def test_begin_keeps_the_same_run_and_moves_another_aside(tmp_path):
     StageFolder(tmp_path / "foreign", "evaluate", "fp").begin()
     assert (tmp_path / "foreign.superseded-1" / "results.json").exists()
     assert not (tmp_path / "foreign" / "results.json").exists()
+    # Even a folder that looks like a stage's (config.yaml, results) but has no stage.json: its results
+    # belong to an unknown model and must never be reused.
+    (tmp_path / "legacy" / "results").mkdir(parents=True)
+    (tmp_path / "legacy" / "config.yaml").write_text("model: {source: A}\n")
+    (tmp_path / "legacy" / "results" / "STSBenchmark.json").write_text("{}")
+    StageFolder(tmp_path / "legacy", "evaluate", "fp-b").begin()
+    assert not (tmp_path / "legacy" / "results").exists()
+    assert (tmp_path / "legacy.superseded-1" / "results" / "STSBenchmark.json").exists()
 
 
 def test_an_upstream_change_changes_the_downstream_fingerprint(tmp_path):

@@ -99,15 +99,12 @@ class StageFolder:
     def begin(self, config_yaml: str | None = None) -> "StageFolder":
         """Claim the folder for this fingerprint (moving another run's folder aside) and write the config."""
         old = self._begun()
-        if old is not None and old != self.fingerprint:
+        if old != self.fingerprint and self.path.is_dir() and any(self.path.iterdir()):
+            # Another run's folder, or files no stage claimed (old is None): never resumed, never deleted.
             aside = self._aside()
             self.path.rename(aside)
-            log.warning("%s: %s held a %s run with other inputs or settings (fingerprint %s, now %s); moved it to "
-                        "%s and starting fresh", self.stage, self.path, self.stage, old, self.fingerprint, aside)
-        elif old is None and self.path.is_dir() and any(self.path.iterdir()) and not self._resumable():
-            aside = self._aside()
-            self.path.rename(aside)
-            log.warning("%s: %s holds files of an unknown run; moved them to %s", self.stage, self.path, aside)
+            log.warning("%s: %s held another run (fingerprint %s, now %s); moved it to %s and starting fresh",
+                        self.stage, self.path, old or "none: no stage.json", self.fingerprint, aside)
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / MANIFEST).unlink(missing_ok=True)  # complete only once finish() writes a new one
         write_json(self.path / STAGE_FILE, {"stage": self.stage, "fingerprint": self.fingerprint,
@@ -127,12 +124,6 @@ class StageFolder:
             return json.loads((self.path / STAGE_FILE).read_text()).get("fingerprint")
         except (OSError, ValueError):
             return None
-
-    def _resumable(self) -> bool:
-        # Folders of this stage written before stage.json existed (a config.yaml and nothing claiming
-        # otherwise) are resumed rather than moved: their own resume checks (the generate plan's
-        # fingerprint, train checkpoints) still guard them.
-        return (self.path / "config.yaml").exists()
 
     def _aside(self) -> Path:
         n = 1
