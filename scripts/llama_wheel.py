@@ -56,18 +56,6 @@ PROFILES: dict[str, tuple[list[str], list[str]]] = {
 }
 
 
-def cpu_flags(cpuinfo: str | None = None) -> set[str]:
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return set()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
 def choose_profile(machine: str, flags: set[str]) -> str:
     if machine not in ("x86_64", "AMD64"):
         return "generic"
@@ -84,8 +72,12 @@ def compiler_id() -> str:
 
 def build_spec(machine: str | None = None, flags: set[str] | None = None, extra: str | None = None) -> dict:
     """Everything that decides the wheel's binary content, and the key derived from it."""
+    if flags is None:
+        from synthembed.synth.embedded import cpu_flags  # the one reader of /proc/cpuinfo (set-up installed it)
+
+        flags = cpu_flags()
     machine = machine or platform.machine()
-    profile = choose_profile(machine, cpu_flags() if flags is None else flags)
+    profile = choose_profile(machine, flags)
     cmake_args, required = PROFILES[profile]
     extra = os.environ.get("SYNTHEMBED_LLAMA_CMAKE_ARGS", "") if extra is None else extra
     spec = {

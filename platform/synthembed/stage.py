@@ -35,21 +35,26 @@ log = logging.getLogger(__name__)
 MANIFEST, STAGE_FILE = "manifest.json", "stage.json"
 
 
-def fingerprint(*parts: Any) -> str:
-    """A stable hash of JSON-able parts (dict keys sorted)."""
+def fingerprint(*parts: Any, n: int = 20) -> str:
+    """A stable hash of JSON-able parts (dict keys sorted): `n` hex digits of their sha256."""
     payload = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:20]
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:n]
 
 
-def files_fingerprint(folder: str | Path) -> str:
-    """For inputs without a manifest (a labeled dataset, a model folder): names, sizes and mtimes of its files."""
-    root = Path(folder)
-    if root.is_file():
-        st = root.stat()
-        return fingerprint(root.name, st.st_size, st.st_mtime_ns)
-    entries = sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
-                     for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
-    return fingerprint(entries)
+def files_fingerprint(path: str | Path) -> str:
+    """Hash of the names, sizes and mtimes of the files under `path` (or of the one file `path` is).
+
+    Cheap, and it changes when weights or data are rewritten; inputs without a manifest (a model folder, a
+    labeled dataset) and the embedding cache's model fingerprint are keyed by it.
+    """
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    h = hashlib.sha256()
+    for p in files:
+        st = p.stat()
+        name = p.name if p == root else p.relative_to(root)
+        h.update(f"{name}:{st.st_size}:{int(st.st_mtime)}\n".encode())
+    return h.hexdigest()
 
 
 def input_fingerprint(folder: str | Path) -> str:

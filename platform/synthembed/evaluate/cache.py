@@ -24,17 +24,6 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def folder_fingerprint(folder: str | Path) -> str:
-    """Hash of the file names, sizes and mtimes in a model folder (cheap; changes when weights change)."""
-    folder = Path(folder)
-    h = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and not path.name.startswith("."):
-            stat = path.stat()
-            h.update(f"{path.relative_to(folder)}:{stat.st_size}:{int(stat.st_mtime)}\n".encode())
-    return h.hexdigest()
-
-
 class EmbeddingCache:
     """`get(texts) -> (vectors or None per text)`, `put(texts, vectors)` for one model fingerprint."""
 

@@ -22,9 +22,9 @@ from typing import Literal
 
 import numpy as np
 
-from synthembed.evaluate.cache import folder_fingerprint
 from synthembed.model.loading import resolve_model_dir
 from synthembed.packaged import ST_MODELS, st_model_path
+from synthembed.stage import files_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +54,12 @@ class EncoderSpec:
 
     def fingerprint(self) -> str:
         """Identifies the embedding function: weights, adapter, truncation, dtype, pooling."""
-        parts = [self.kind, folder_fingerprint(self.folder), f"max_length={self.max_length}"]
+        parts = [self.kind, files_fingerprint(self.folder), f"max_length={self.max_length}"]
         if self.kind == "decoder":
             parts.append(f"dtype={self.model.get('dtype')}")
             parts.append("pooling=last-eos")
             if self.model.get("adapter"):
-                parts.append("adapter=" + folder_fingerprint(self.model["adapter"]))
+                parts.append("adapter=" + files_fingerprint(self.model["adapter"]))
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 

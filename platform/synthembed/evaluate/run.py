@@ -197,7 +197,6 @@ def run(config: EvaluateConfig) -> Path:
     for call in encoder.calls:
         instructions[f"{call['task']}|{call['side'] or 'all'}"] = call["instruction"]
     manifest = {
-        "stage": "evaluate", "fingerprint": folder.fingerprint, "complete": True,
         "label": label,
         "kind": encoder.spec.kind,
         "model": {**config.model.model_dump(mode="json"), "max_length": encoder.spec.max_length},

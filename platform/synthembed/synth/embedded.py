@@ -82,6 +82,15 @@ def gguf_for(model: str) -> Path:
     return path
 
 
+def cpu_flags() -> set[str]:
+    """This CPU's feature flags as Linux reports them (empty where /proc/cpuinfo is unreadable)."""
+    try:
+        return set(next(x for x in Path("/proc/cpuinfo").read_text().splitlines()
+                        if x.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return set()
+
+
 def check_cpu(build_info: Path | None = None, flags: set[str] | None = None) -> None:
     """Fail with the fix, not a SIGILL, when the installed llama.cpp build needs CPU features this CPU lacks.
 
@@ -91,12 +100,9 @@ def check_cpu(build_info: Path | None = None, flags: set[str] | None = None) -> 
     if not path.exists():
         return  # installed some other way: nothing recorded to check
     need = set(json.loads(path.read_text()).get("required_cpu_flags", []))
-    if flags is None:
-        try:
-            line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
-            flags = set(line.split(":", 1)[1].split())
-        except (OSError, StopIteration):
-            return
+    flags = cpu_flags() if flags is None else flags
+    if not flags:
+        return  # nothing reported to check against
     missing = sorted(need - flags)
     if missing:
         raise RuntimeError(
@@ -149,7 +155,6 @@ class EmbeddedServer:
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
         self.restarts = 0
-        self.exits: list[int | None] = []
         self.failure: EngineFailed | None = None
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -213,7 +218,6 @@ class EmbeddedServer:
     def _exited(self) -> bool:
         """Record one exit; restart unless the budget is spent. True while the engine is still wanted."""
         code = self.proc.returncode if self.proc else None
-        self.exits.append(code)
         if self.restarts >= self.max_restarts:
             self.failure = EngineFailed(
                 f"engine {self.engine.label} (llama.cpp server) {describe_exit(code)}; it was restarted "

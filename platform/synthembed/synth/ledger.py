@@ -72,7 +72,6 @@ class PartWriter:
         self.done: list[dict] = []
         self.rejects: list[dict] = []
         self.last_flush = time.time()
-        self.committed = Counter()
 
     def add(self, row: dict, kind: str) -> None:
         (self.rejects if kind == "reject" else self.done).append(row)
@@ -86,7 +85,6 @@ class PartWriter:
             write_atomic(pa.Table.from_pylist(self.rejects, schema=REJECT_SCHEMA), self.out / "rejects" / part)
         if self.done:
             write_atomic(pa.Table.from_pylist(self.done, schema=self.schema), self.out / self.folder / part)
-        self.committed.update(done=len(self.done), rejects=len(self.rejects))
         self.done, self.rejects = [], []
         self.last_flush = time.time()
 

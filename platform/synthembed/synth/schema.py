@@ -39,12 +39,12 @@ Training reads `instruction`, `query`, `positive`, `hard_negative` (and may filt
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import unicodedata
 
 import pyarrow as pa
+
+from synthembed.stage import fingerprint
 
 EXAMPLE_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),
@@ -93,8 +93,8 @@ def normalize_text(text: str) -> str:
 
 
 def stable_hash(*parts: object, n: int = 16) -> str:
-    payload = json.dumps(parts, ensure_ascii=False, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:n]
+    """Request ids and content ids: the project's one stable hash, at 16 hex digits."""
+    return fingerprint(*parts, n=n)
 
 
 def example_id(task_type: str, instruction: str, query: str, positive: str, hard_negative: str | None) -> str:
