@@ -4,13 +4,16 @@ KubeRay manifests against the fields KubeRay requires; broken copies fail."""
 from __future__ import annotations
 
 import copy
+import sys
 
 import jsonschema
 import pytest
 import yaml
 
 from conftest import REPO
-from synthembed.cluster import KubeRayError, validate_cluster_yaml, validate_kuberay
+
+sys.path.insert(0, str(REPO / "deploy"))  # deploy tooling, not part of the library
+from validate_cluster import KubeRayError, validate_cluster_yaml, validate_kuberay  # noqa: E402
 
 
 def _cluster() -> dict:

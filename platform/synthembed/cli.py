@@ -56,6 +56,7 @@ def _load(cls, args, section: str | None):
     return load_config(cls, args.config, args.overrides, section=section if args.config else None)
 
 
+# Each command imports only its own stage, inside its function: a generate job never loads torch.
 def _generate(args) -> None:
     from synthembed.synth import GenerateConfig, run
 

@@ -25,7 +25,9 @@ from synthembed.embed import EmbedConfig
 from synthembed.evaluate.config import EvaluateConfig
 from synthembed.packaged import is_named_model
 from synthembed.serve.config import ServeConfig
+from synthembed.stage import write_json
 from synthembed.synth.config import GenerateConfig
+from synthembed.synth.stats import GenerateStats
 from synthembed.train.config import DataSource, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -134,6 +136,7 @@ def run(config: PipelineConfig) -> dict:
         fn()
         timings[name] = round(time.time() - t0, 1)
 
+    # Deferred: the stages import mteb and Ray; `--check` needs neither.
     from synthembed import evaluate, synth, train
     from synthembed.evaluate.run import stage_folder as eval_folder
     from synthembed.synth.pipeline import stage_folder as generate_folder
@@ -155,15 +158,13 @@ def run(config: PipelineConfig) -> dict:
     stage("deploy", lambda: False, _deploy)
     summary["stage_seconds"] = timings
     summary.update(collect_summary(root, config))
-    (root / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_json(root / "summary.json", summary)
     return summary
 
 
 def collect_summary(root: Path, config: PipelineConfig) -> dict:
     """Data statistics, training curve, evaluation table and a working curl line, from the stage outputs."""
     out: dict = {}
-    from synthembed.synth.stats import GenerateStats
-
     stats = root / "generate" / "stats.json"
     if stats.is_file():
         s = GenerateStats.model_validate_json(stats.read_text())  # typed: a renamed field fails here, loudly

@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 
+from synthembed.model.embedder import Embedder, ModelConfig
 from synthembed.model.loading import resolve_model_dir
 from synthembed.packaged import ST_MODELS, st_model_path
 from synthembed.stage import files_fingerprint
@@ -91,8 +92,6 @@ class LoadedEncoder:
     def __init__(self, spec: EncoderSpec):
         self.spec = spec
         if spec.kind == "decoder":
-            from synthembed.model import Embedder, ModelConfig
-
             self.embedder = Embedder.load(ModelConfig(**spec.model))
             self.st = None
         else:

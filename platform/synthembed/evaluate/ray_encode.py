@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from synthembed.evaluate.encoders import EncoderSpec
+from synthembed.evaluate.encoders import EncoderSpec, LoadedEncoder
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,6 @@ class _EncodeActor:
 
         # One actor per core: more intra-op threads than the actor's CPUs only oversubscribe.
         torch.set_num_threads(max(1, threads))
-        from synthembed.evaluate.encoders import LoadedEncoder
-
         self.encoder = LoadedEncoder(spec)
         self.instruction = instruction
 

@@ -23,8 +23,12 @@ from pathlib import Path
 from synthembed import stage
 from synthembed.config import dump_config
 from synthembed.errors import StageError
+from synthembed.evaluate.cache import EmbeddingCache
 from synthembed.evaluate.config import EvaluateConfig, EvalTask
+from synthembed.evaluate.encoders import make_spec
 from synthembed.evaluate.local_tasks import build_task, load_folder
+from synthembed.evaluate.report import load_run, write_report
+from synthembed.packaged import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +100,7 @@ def _protocols(task, config: EvaluateConfig, kind: str) -> list[str]:
 
 def build_encoder(config: EvaluateConfig):
     """The mteb-facing encoder (with cache and Ray options) for `config.model`."""
-    from synthembed.evaluate.cache import EmbeddingCache
-    from synthembed.evaluate.encoders import make_spec
-    from synthembed.evaluate.wrapper import SynthEmbedEncoder
-    from synthembed.packaged import cache_dir
+    from synthembed.evaluate.wrapper import SynthEmbedEncoder  # deferred: imports mteb
 
     spec = make_spec(config.model, config.model.kind)
     cache = None
@@ -134,8 +135,6 @@ _NOT_FINGERPRINTED = {"output_dir", "compare_with", "reference_scores", "referen
 
 def stage_folder(config: EvaluateConfig, model_fingerprint: str | None = None) -> stage.StageFolder:
     if model_fingerprint is None:
-        from synthembed.evaluate.encoders import make_spec
-
         model_fingerprint = make_spec(config.model, config.model.kind).fingerprint()
     settings = {k: v for k, v in config.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED}
     return stage.StageFolder(config.output_dir, "evaluate", stage.fingerprint(settings, model_fingerprint))
@@ -143,10 +142,8 @@ def stage_folder(config: EvaluateConfig, model_fingerprint: str | None = None) -
 
 def run(config: EvaluateConfig) -> Path:
     """Evaluate `config.model` on `config.tasks`; return the output folder (see the module docstring)."""
-    import mteb
+    import mteb  # deferred: a second to import, and `--check` never needs it
     from mteb.results import TaskResult
-
-    from synthembed.evaluate.report import load_run, write_report
 
     started = time.time()
     tasks = []

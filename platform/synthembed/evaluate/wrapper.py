@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -28,10 +28,9 @@ from mteb.models.abs_encoder import AbsEncoder, PromptSource
 from mteb.models.model_meta import ModelMeta, ScoringFunction
 from mteb.types import PromptType
 
+from synthembed.evaluate.cache import EmbeddingCache
 from synthembed.evaluate.encoders import EncoderSpec, LoadedEncoder
-
-if TYPE_CHECKING:
-    from synthembed.evaluate.cache import EmbeddingCache
+from synthembed.model.formatting import format_texts
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +153,7 @@ class SynthEmbedEncoder(AbsEncoder):
             todo = [texts[i] for i in missing]
             use_ray = self.ray_options is not None and len(todo) >= self.ray_options.get("min_texts", 0)
             if use_ray:
-                from synthembed.evaluate.ray_encode import ray_encode
+                from synthembed.evaluate.ray_encode import ray_encode  # deferred: imports Ray Data
 
                 opts = {k: v for k, v in self.ray_options.items() if k != "min_texts"}
                 fresh = ray_encode(self.spec, todo, instruction, **opts)
@@ -179,7 +178,5 @@ class SynthEmbedEncoder(AbsEncoder):
     def _input_strings(self, texts: list[str], instruction: str | None) -> list[str]:
         # The cache key is the exact string the model reads (formatted by the shared format_text).
         if self.spec.kind == "decoder":
-            from synthembed.model import format_texts
-
             return format_texts(texts, instruction)
         return list(texts)

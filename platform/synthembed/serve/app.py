@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -32,16 +33,18 @@ from pydantic import ValidationError
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from synthembed.config import load_config
+from synthembed.model import Embedder
 from synthembed.serve.batching import padded_tokens, postprocess, to_base64
 from synthembed.serve.config import ServeConfig
 from synthembed.serve.errors import STATUS_TYPES, APIError, bad_request, loc_to_param
 from synthembed.serve.limits import parse_input, prepare_token_ids, resolve_instruction, tokenize_texts
+from synthembed.serve.metrics import ServeMetrics
 from synthembed.serve.schemas import EmbeddingRequest
 
 log = logging.getLogger("synthembed.serve")
 
 api = FastAPI(title="synthembed embeddings", version="1")
-_SERVICE: "EmbeddingService | None" = None  # the replica's instance (one deployment per replica process)
 
 # Environment passed to replicas: where converted models are cached and whether the hub may be used.
 # Only non-secret settings: runtime_env is visible in the dashboard, so API keys never go there.
@@ -62,8 +65,10 @@ def api_key_hashes(env_var: str) -> list[str]:
 @api.middleware("http")
 async def _authenticate(request: Request, call_next):
     """Every route (health, docs and unknown paths included) needs the key when one is configured."""
-    svc = _SERVICE
-    if svc is not None and svc.key_hashes:
+    # Middleware runs outside the class's routes, so it finds the replica's instance through Serve's
+    # replica context (Serve pickles the class by value: a module global set in __init__ lands in a copy).
+    svc: EmbeddingService = serve.get_replica_context().servable_object
+    if svc.key_hashes:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         given = hash_key(token.strip()) if scheme.lower() == "bearer" and token.strip() else ""
@@ -106,23 +111,6 @@ def _from_pydantic(errors: list[dict]) -> APIError:
     return bad_request(f"{param}: {first['msg']}{got_s}", param)
 
 
-@api.post("/v1/embeddings")
-async def embeddings(request: Request):
-    return await _SERVICE.handle(request)
-
-
-@api.get("/v1/models")
-async def models():
-    svc = _SERVICE
-    return {"object": "list", "data": [{"id": svc.model_name, "object": "model", "owned_by": "synthembed"}]}
-
-
-@api.get("/health")
-async def health():
-    svc = _SERVICE
-    return {"status": "ok", "model": svc.model_name, "dim": svc.embedder.dim, "max_tokens": svc.cap}
-
-
 # ------------------------------------------------------------------------------------------ deployment
 @serve.deployment(name="EmbeddingService")
 @serve.ingress(api)
@@ -130,13 +118,6 @@ class EmbeddingService:
     """One replica: the model, the guard rails and the batcher."""
 
     def __init__(self, config: dict, key_hashes: list[str] | None = None):
-        import torch
-
-        import synthembed.serve.app as this_module
-
-        from synthembed.model import Embedder
-        from synthembed.serve.metrics import ServeMetrics
-
         self.config = ServeConfig.model_validate(config)
         if self.config.deployment.torch_threads:
             torch.set_num_threads(self.config.deployment.torch_threads)
@@ -149,14 +130,20 @@ class EmbeddingService:
         self.metrics = ServeMetrics(self.model_name)
         self._forward.set_max_batch_size(self.config.batching.max_batch_tokens)
         self._forward.set_batch_wait_timeout_s(self.config.batching.batch_wait_timeout_s)
-        # Serve pickles this class by value, so a `global` statement here would write into a copy of
-        # the module's globals; the routes read the real module, so set it through an import.
-        this_module._SERVICE = self
         log.info("serving %s (dim %d, cap %d tokens, torch threads %d, api key %s)", self.model_name,
                  self.embedder.dim, self.cap, torch.get_num_threads(), "on" if self.key_hashes else "off")
 
-    # ---------------------------------------------------------------------------------------- request
-    async def handle(self, request: Request) -> JSONResponse:
+    # ---------------------------------------------------------------------------------------- routes
+    @api.get("/health")
+    async def health(self):
+        return {"status": "ok", "model": self.model_name, "dim": self.embedder.dim, "max_tokens": self.cap}
+
+    @api.get("/v1/models")
+    async def models(self):
+        return {"object": "list", "data": [{"id": self.model_name, "object": "model", "owned_by": "synthembed"}]}
+
+    @api.post("/v1/embeddings")
+    async def embeddings(self, request: Request) -> JSONResponse:
         start = time.perf_counter()
         try:
             req = await self._read(request)
@@ -240,8 +227,6 @@ class EmbeddingService:
         return list(vectors)
 
     def _run(self, items: list[list[int]]) -> np.ndarray:
-        import torch
-
         with torch.inference_mode():
             emb = self.embedder.embed(**self.embedder.collate(items))
         return emb.float().cpu().numpy()
@@ -279,8 +264,6 @@ def app_builder(args: dict[str, Any]):
     `args` is either `{config: configs/cpu-tiny.yaml, overrides: ["serve.model.source=..."]}` (the `serve:`
     section of a profile) or the serve section itself inline (`{model: {source: ...}, limits: ...}`).
     """
-    from synthembed.config import load_config
-
     args = dict(args or {})
     path, overrides = args.pop("config", None), args.pop("overrides", None)
     if path is not None:

@@ -14,6 +14,8 @@ import logging
 import shutil
 from pathlib import Path
 
+from synthembed.model import Embedder
+
 log = logging.getLogger(__name__)
 
 
@@ -62,8 +64,6 @@ def write_sentence_transformers_files(out: Path, max_length: int, dim: int) -> N
 
 def export_merged(model_config, adapter_dir: Path, out: Path) -> Path:
     """base + adapter -> merged float32 HF folder (plus sentence-transformers metadata)."""
-    from synthembed.model import Embedder
-
     embedder = Embedder.load(model_config, adapter=str(adapter_dir), device="cpu", dtype="float32")
     merged = embedder.model.merge_and_unload()
     tmp = out.with_name(out.name + ".tmp")

@@ -18,6 +18,14 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import get_linear_schedule_with_warmup
+
+from synthembed.train.config import TrainConfig
+from synthembed.train.data import BatchPlan, ContrastiveCollator, data_fingerprint, mix_sources
+from synthembed.train.distributed import all_reduce_grads, world
+from synthembed.train.gradcache import ContrastiveStep
+from synthembed.train.loss import InfoNCELoss
+from synthembed.train.lora import autocast_dtype, build_lora_embedder, make_embed_fn, trainable_parameters
 
 log = logging.getLogger(__name__)
 
@@ -104,15 +112,6 @@ class LocalSession:
 
 def train_loop_per_worker(loop_config: dict, session=None) -> None:
     """Runs on every Ray Train worker (or in-process with a LocalSession). `loop_config["train"]` is a TrainConfig dump."""
-    from transformers import get_linear_schedule_with_warmup
-
-    from synthembed.train.config import TrainConfig
-    from synthembed.train.data import BatchPlan, ContrastiveCollator, data_fingerprint, mix_sources
-    from synthembed.train.distributed import all_reduce_grads, world
-    from synthembed.train.gradcache import ContrastiveStep
-    from synthembed.train.loss import InfoNCELoss
-    from synthembed.train.lora import autocast_dtype, build_lora_embedder, make_embed_fn, trainable_parameters
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = TrainConfig.model_validate(loop_config["train"])
     session = session or RaySession()

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 from pathlib import Path
 
+import torch
+
 from synthembed import stage
 from synthembed.config import dump_config
 from synthembed.train.config import TrainConfig
+from synthembed.train.data import mix_sources
+from synthembed.train.export import copy_adapter, export_merged
+from synthembed.train.loop import CURVE_FILE, STATE_FILE, LocalSession, train_loop_per_worker
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +45,6 @@ def build_trainer(config: TrainConfig):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from synthembed.train.loop import train_loop_per_worker
-
     storage = config.storage_path if "://" in config.storage_path else str(Path(config.storage_path).expanduser().resolve())
     resources = config.resources_per_worker
     if resources is None and not config.use_gpu:
@@ -65,10 +69,6 @@ def build_trainer(config: TrainConfig):
 
 def run(config: TrainConfig) -> Path:
     """Train (or resume) and export. Returns the run folder with adapter/, merged/, config, curve, manifest."""
-    from synthembed.train.data import mix_sources
-    from synthembed.train.export import copy_adapter, export_merged
-    from synthembed.train.loop import CURVE_FILE, STATE_FILE
-
     folder = stage_folder(config)
     out = folder.path
     if folder.complete():
@@ -80,10 +80,6 @@ def run(config: TrainConfig) -> Path:
 
     started = time.time()
     if config.backend == "local":
-        import contextlib
-
-        from synthembed.train.loop import LocalSession, train_loop_per_worker
-
         storage = (Path(config.storage_path).expanduser() / config.name).resolve()
         session = LocalSession(storage, config.num_to_keep)
         train_loop_per_worker({"train": config.model_dump(mode="json")}, session)
@@ -96,7 +92,6 @@ def run(config: TrainConfig) -> Path:
         checkpoint_path, checkpoint_dir = result.checkpoint.path, result.checkpoint.as_directory()
     with checkpoint_dir as d:
         ckpt = Path(d)
-        import torch
 
         state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
         curve_text = (ckpt / CURVE_FILE).read_text()

@@ -6,7 +6,9 @@ with any Python package, so the KubeRay manifests are checked here for the field
 (and whose absence it reports only after the operator has accepted the object), and a RayService's
 embedded Serve config is validated with Ray Serve's own schema.
 
-    python -m synthembed.cluster cluster.yaml deploy/kuberay/rayjob.yaml deploy/kuberay/rayservice.yaml
+    python deploy/validate_cluster.py cluster.yaml deploy/kuberay/rayjob.yaml deploy/kuberay/rayservice.yaml
+
+Deploy tooling, not library code: nothing in `synthembed` imports it.
 """
 
 from __future__ import annotations
