@@ -1,5 +1,7 @@
 """The Ray Serve embedding service: a FastAPI ingress deployment with token-budget dynamic batching.
 
+(No `from __future__ import annotations` here: FastAPI must see the route methods' real `Request` type.)
+
 Routes (all behind the optional API key):
   POST /v1/embeddings   OpenAI-compatible, plus `input_type` (query|document) and `instruction`
   GET  /v1/models       the one served model
@@ -12,7 +14,6 @@ re-normalise -> float or base64. Overload is refused by Serve itself before the 
 replica: `max_queued_requests` + `BackpressureConfig` answer 429 (or 503) with `Retry-After`.
 """
 
-from __future__ import annotations
 
 import asyncio
 import hashlib
@@ -67,7 +68,7 @@ async def _authenticate(request: Request, call_next):
     """Every route (health, docs and unknown paths included) needs the key when one is configured."""
     # Middleware runs outside the class's routes, so it finds the replica's instance through Serve's
     # replica context (Serve pickles the class by value: a module global set in __init__ lands in a copy).
-    svc: EmbeddingService = serve.get_replica_context().servable_object
+    svc = serve.get_replica_context().servable_object
     if svc.key_hashes:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
