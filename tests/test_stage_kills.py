@@ -123,6 +123,8 @@ def test_train_killed_at_three_points(ray_cluster, tmp_path):
     # Resumed from checkpoints, the run computes the same losses as the run that was never stopped.
     assert [r["loss"] for r in curve(out)] == pytest.approx([r["loss"] for r in curve(ref)], abs=1e-4)
     assert json.loads((out / "manifest.json").read_text())["steps"] == 16
+    plan = json.loads((out / "plan.json").read_text())  # the plan written before training matches the run
+    assert (plan["total_steps"], plan["warmup_steps"], plan["examples"]) == (16, 2, 24)
     assert (out / "merged" / "config.json").is_file() and (out / "adapter" / "adapter_config.json").is_file()
 
 

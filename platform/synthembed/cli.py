@@ -47,8 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.choices["embed"].add_argument("--output", type=Path, required=True)
     sub.choices["embed"].add_argument("--instruction", default=None,
                                       help="embed the texts as queries with this instruction")
-    sub.choices["pipeline"].add_argument("--check", action="store_true",
-                                         help="validate the config and inputs, then exit")
+    for name in ("train", "pipeline"):
+        sub.choices[name].add_argument("--check", action="store_true",
+                                       help="validate the config and inputs, print the training plan, then exit")
     return parser
 
 
@@ -67,8 +68,18 @@ def _generate(args) -> None:
 
 def _train(args) -> None:
     from synthembed.train import TrainConfig, run
+    from synthembed.train.data import mix_sources
+    from synthembed.train.run import checked_plan
 
     config = _load(TrainConfig, args, "train")
+    if args.check:
+        try:
+            n = len(mix_sources(config.data, seed=config.seed))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        print(checked_plan(config, n).describe())
+        print("config OK")
+        return
     print("# resolved train config\n" + dump_config(config), flush=True)
     print(f"run folder: {run(config)}", flush=True)
 
@@ -103,13 +114,14 @@ def _embed(args) -> None:
 
 
 def _pipeline(args) -> None:
-    from synthembed.workflow import PipelineConfig, format_summary, preflight, run
+    from synthembed.workflow import PipelineConfig, format_summary, preflight, run, train_plan
 
     config = load_config(PipelineConfig, args.config, args.overrides)
     problems = preflight(config)
     if problems:
         raise ConfigError("pipeline config:\n  " + "\n  ".join(problems))
     if args.check:
+        print(train_plan(config).describe())
         print(f"config OK: stages {config.stages}, outputs under {config.output_root}")
         return
     print(dump_config(config), flush=True)

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
+import pyarrow.parquet as pq
 from pydantic import Field
 
 from synthembed.config import StrictModel
@@ -29,6 +30,8 @@ from synthembed.stage import write_json
 from synthembed.synth.config import GenerateConfig
 from synthembed.synth.stats import GenerateStats
 from synthembed.train.config import DataSource, TrainConfig
+from synthembed.train.data import mixed_size, source_files
+from synthembed.train.schedule import TrainPlan, plan_training
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +110,24 @@ def preflight(config: PipelineConfig) -> list[str]:
         problems.append(f"train.model.source: {src} does not exist")
     if config.stages != [s for s in STAGES if s in config.stages]:
         problems.append(f"stages must keep the order {list(STAGES)}, got {config.stages}")
+    if "train" in config.stages and not problems and not config.train.allow_unusual_schedule:
+        problems += [f"{p} (or set train.allow_unusual_schedule: true)" for p in train_plan(config).problems]
     return problems
+
+
+def train_plan(config: PipelineConfig) -> TrainPlan:
+    """The training plan before anything ran: generated rows estimated by generate.num_examples (an upper
+    bound: rejects lower it), labeled sources counted from their Parquet metadata."""
+    generated = Path(config.generate.output_dir).expanduser().resolve()
+    n, estimated = 0, False
+    for source in config.train.data:
+        if Path(source.path).expanduser().resolve() == generated:
+            rows, estimated = config.generate.num_examples, True
+        else:
+            rows = sum(pq.ParquetFile(f).metadata.num_rows for f in source_files(source))
+        n += mixed_size(rows, source.ratio)
+    origin = "estimated: generated rows counted as generate.num_examples" if estimated else "counted in train.data"
+    return plan_training(config.train, n, origin)
 
 
 

@@ -53,9 +53,13 @@ class TrainConfig(StrictModel):
         8, ge=1, description="texts per forward pass when chunk_size is None (GPUs: 32-128); None = one pass"
     )
 
-    # optimisation (paper: lr 1e-4, 100 warmup steps then linear decay, weight decay 0.1, 1 epoch)
+    # optimisation (paper: lr 1e-4, 100 warm-up steps of ~880 then linear decay, weight decay 0.1, 1 epoch)
     lr: float = Field(1e-4, gt=0)
-    warmup_steps: int = Field(100, ge=0)
+    warmup_steps: int | None = Field(None, ge=0, description="warm-up in steps (or give warmup_ratio)")
+    warmup_ratio: float | None = Field(None, ge=0, lt=1, description="warm-up as a share of the run; default 0.1")
+    allow_unusual_schedule: bool = Field(
+        False, description="run even when the plan check finds a problem (warm-up >= the run, < 5 steps, ...)"
+    )
     weight_decay: float = Field(0.1, ge=0)
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps (None: epochs decide)")
@@ -85,6 +89,8 @@ class TrainConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
+        if self.warmup_steps is not None and self.warmup_ratio is not None:
+            raise ValueError("give train.warmup_steps or train.warmup_ratio, not both")
         if self.backend == "local" and self.num_workers != 1:
             raise ValueError("backend 'local' runs one process: set num_workers: 1 (or backend: ray)")
         if self.batch_size % self.num_workers:

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import torch
 
 from synthembed.train.config import DataSource
+from synthembed.train.schedule import count_steps
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,12 @@ class Examples:
         return Examples(*([col[i] for i in idx] for col in (self.instruction, self.query, self.positive, self.hard_negative)))
 
 
+def mixed_size(n_rows: int, ratio: float) -> int:
+    """How many examples a source of `n_rows` rows gives per epoch at `ratio`."""
+    whole = int(ratio)
+    return whole * n_rows + round((ratio - whole) * n_rows)
+
+
 def mix_sources(sources: Sequence[DataSource], seed: int = 0) -> Examples:
     """Concatenate sources, each sampled by its ratio (floor(ratio) full copies + a random remainder)."""
     if not sources:
@@ -93,8 +100,9 @@ def mix_sources(sources: Sequence[DataSource], seed: int = 0) -> Examples:
     for source in sources:
         table = read_source(source)
         n = table.num_rows
-        whole, frac = int(source.ratio), source.ratio - int(source.ratio)
-        idx = np.concatenate([np.tile(np.arange(n), whole), rng.choice(n, size=round(frac * n), replace=False)])
+        whole = int(source.ratio)
+        idx = np.concatenate([np.tile(np.arange(n), whole),
+                              rng.choice(n, size=mixed_size(n, source.ratio) - whole * n, replace=False)])
         log.info("train.data %s: %d rows, ratio %.3g -> %d examples", source.path, n, source.ratio, len(idx))
         parts.append(table.take(pa.array(idx.astype(np.int64))))
     table = pa.concat_tables(parts)
@@ -120,9 +128,7 @@ class BatchPlan:
         if n_examples < batch_size:
             raise ValueError(f"train.batch_size={batch_size} but the mixed data has only {n_examples} examples")
         self.n, self.batch_size, self.seed = n_examples, batch_size, seed
-        self.steps_per_epoch = n_examples // batch_size
-        total = int(self.steps_per_epoch * epochs)
-        self.total_steps = max(1, min(total, max_steps) if max_steps else total)
+        self.steps_per_epoch, self.total_steps = count_steps(n_examples, batch_size, epochs, max_steps)
         self._perm: dict[int, np.ndarray] = {}
 
     def _permutation(self, epoch: int) -> np.ndarray:

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import get_linear_schedule_with_warmup
 
 from synthembed.train.config import TrainConfig
 from synthembed.train.data import BatchPlan, ContrastiveCollator, data_fingerprint, mix_sources
@@ -26,6 +25,7 @@ from synthembed.train.distributed import all_reduce_grads, world
 from synthembed.train.gradcache import ContrastiveStep
 from synthembed.train.loss import InfoNCELoss
 from synthembed.train.lora import autocast_dtype, build_lora_embedder, make_embed_fn, trainable_parameters
+from synthembed.train.schedule import make_scheduler, warmup_of
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def train_loop_per_worker(loop_config: dict, session=None) -> None:
     )
     examples = mix_sources(config.data, seed=config.seed)
     plan = BatchPlan(len(examples), config.batch_size, config.epochs, config.seed, config.max_steps)
-    scheduler = get_linear_schedule_with_warmup(optimizer, min(config.warmup_steps, plan.total_steps), plan.total_steps)
+    scheduler = make_scheduler(optimizer, warmup_of(config, plan.total_steps), plan.total_steps)
     fingerprint = data_fingerprint(config.data, len(examples), config.seed)
 
     start, curve, restarts = 0, [], 0

@@ -11,9 +11,10 @@ from pathlib import Path
 import torch
 
 from synthembed import stage
-from synthembed.config import dump_config
+from synthembed.config import ConfigError, dump_config
 from synthembed.train.config import TrainConfig
 from synthembed.train.data import mix_sources
+from synthembed.train.schedule import TrainPlan, plan_training
 from synthembed.train.export import copy_adapter, export_merged
 from synthembed.train.loop import CURVE_FILE, STATE_FILE, LocalSession, train_loop_per_worker
 
@@ -39,6 +40,16 @@ def stage_folder(config: TrainConfig) -> stage.StageFolder:
     src = Path(config.model.source).expanduser()
     model = stage.input_fingerprint(src) if src.exists() else config.model.source
     return stage.StageFolder(run_dir_of(config), "train", stage.fingerprint(recipe, data, model))
+
+
+def checked_plan(config: TrainConfig, n_examples: int, examples_from: str = "the mixed data") -> TrainPlan:
+    """The plan, logged; its problems stop the run (ConfigError) unless train.allow_unusual_schedule."""
+    plan = plan_training(config, n_examples, examples_from)
+    log.info("%s", plan.describe())
+    if plan.problems and not config.allow_unusual_schedule:
+        raise ConfigError("train plan:\n  " + "\n  ".join(plan.problems)
+                          + "\n  (set train.allow_unusual_schedule: true to run it anyway)")
+    return plan
 
 
 def build_trainer(config: TrainConfig):
@@ -74,9 +85,11 @@ def run(config: TrainConfig) -> Path:
     if folder.complete():
         log.info("%s: training with this recipe and data already finished, skipping", out)
         return out
-    # Fail on bad data before any Ray worker starts (they would all fail the same way, N times).
-    n_examples = len(mix_sources(config.data, seed=config.seed))
+    # Fail on bad data or a broken schedule before any Ray worker starts (they would all fail the same way).
+    plan = checked_plan(config, len(mix_sources(config.data, seed=config.seed)))
+    n_examples = plan.examples
     folder.begin(dump_config(config))  # a folder of another recipe or data is moved aside, not resumed
+    stage.write_json(out / "plan.json", plan.model_dump())
 
     started = time.time()
     if config.backend == "local":
