@@ -120,9 +120,11 @@ def test_encode_rejects_a_bare_string(tiny_embedder):
         tiny_embedder.encode("not a list")
 
 
-def test_max_length_below_two_is_rejected(tiny_embedder):
-    with pytest.raises(ValueError, match="max_length must be >= 2"):
-        tiny_embedder.tokenize(["x"], max_length=1)
+def test_max_length_without_room_for_text_is_rejected(tiny_embedder):
+    floor = len(tiny_embedder.prefix_ids) + 2  # prefix, one token of text, EOS
+    with pytest.raises(ValueError, match=f"max_length must be >= {floor}"):
+        tiny_embedder.tokenize(["x"], max_length=floor - 1)
+    assert len(tiny_embedder.tokenize(["many words of text here"], max_length=floor)[0]) == floor
 
 
 # ------------------------------------------------------------------------------------------ adapter

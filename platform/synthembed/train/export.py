@@ -31,8 +31,13 @@ def copy_adapter(checkpoint_dir: Path, out: Path) -> Path:
 
 
 def tokenizer_appending_eos(tokenizer):
-    """Make the fast tokenizer's post-processor append EOS (keeping BOS if it adds one)."""
+    """Make the fast tokenizer's post-processor append EOS (keeping BOS if it adds one), and give it a pad
+    token (EOS, as `Embedder` pads) when it has none: sentence-transformers cannot batch texts without one
+    (the Mistral tokenizer has none)."""
     from tokenizers.processors import TemplateProcessing
+
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
 
     probe = tokenizer("a", add_special_tokens=True)["input_ids"]
     eos, bos = tokenizer.eos_token, tokenizer.bos_token
