@@ -39,3 +39,9 @@ logs:
 
 cluster-down:
 	./scripts/cluster.sh stop
+
+# pydantic wheels for the GPU device check (bench/gpu_check.py) on an image that lacks it: carried with
+# the checkout, installed offline. One set per CPython the image may run.
+gpu-check-wheels:
+	for v in 3.10 3.11 3.12 3.13; do $(PY) -m pip download -q --only-binary :all: --platform manylinux2014_x86_64 \
+	  --python-version $$v -d bench/gpu_wheels pydantic; done

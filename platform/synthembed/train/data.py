@@ -13,14 +13,16 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from synthembed.train.config import DataSource
 from synthembed.train.schedule import count_steps
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,12 @@ def source_files(source: DataSource) -> list[Path]:
     raise FileNotFoundError(f"train.data path={source.path!r}: no such file or folder")
 
 
-def read_source(source: DataSource) -> pa.Table:
+def read_source(source: DataSource) -> "pa.Table":
     """Read one source into a table with TRAIN_COLUMNS (missing optional columns become nulls)."""
+    # Deferred: the training step (gradcache, the GPU device check) needs this module, not Arrow.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     tables = []
     for file in source_files(source):
         table = pq.read_table(file)
@@ -93,6 +99,8 @@ def mixed_size(n_rows: int, ratio: float) -> int:
 
 def mix_sources(sources: Sequence[DataSource], seed: int = 0) -> Examples:
     """Concatenate sources, each sampled by its ratio (floor(ratio) full copies + a random remainder)."""
+    import pyarrow as pa
+
     if not sources:
         raise ValueError("train.data is empty: give at least one source, e.g. --set 'train.data=[{path: out/gen}]'")
     rng = np.random.default_rng(seed)

@@ -22,12 +22,16 @@ def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | N
 
 def build_lora_embedder(config: TrainConfig, device: torch.device) -> Embedder:
     """Load the base model in float32 on `device` and wrap its backbone with LoRA adapters."""
-    from peft import LoraConfig, get_peft_model
-
     # The frozen base is stored in bf16 when training in bf16 (half the memory of a 7B model); peft
     # keeps the LoRA weights (and so AdamW's state) in float32 either way.
     dtype = "bfloat16" if autocast_dtype(config, device) is not None else "float32"
-    embedder = Embedder.load(config.model, device=str(device), dtype=dtype)
+    return add_lora(Embedder.load(config.model, device=str(device), dtype=dtype), config)
+
+
+def add_lora(embedder: Embedder, config: TrainConfig) -> Embedder:
+    """Wrap the embedder's backbone with trainable LoRA adapters (in place) and return it."""
+    from peft import LoraConfig, get_peft_model
+
     lora = LoraConfig(
         r=config.lora.r,
         lora_alpha=config.lora.alpha,
