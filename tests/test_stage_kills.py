@@ -116,7 +116,7 @@ def test_train_killed_at_three_points(ray_cluster, tmp_path):
     cmd = lambda o: [str(VENV_BIN / "python"), "jobs/train.py", "--config", str(cfg),  # noqa: E731
                      "--set", f"train.name={o.name}"]
     out, ref = tmp_path / "runs" / "killed", tmp_path / "runs" / "ref"
-    _through_three_kills(cmd, out, lambda o: any(o.glob("checkpoint_*/lora_weights.pt")), tmp_path)
+    _through_three_kills(cmd, out, lambda o: any(o.glob("checkpoint_*/lora_weights.safetensors")), tmp_path)
     _finish(cmd(ref), tmp_path / "ref.log")
     curve = lambda o: [json.loads(x) for x in (o / "curve.jsonl").read_text().splitlines()]  # noqa: E731
     assert [r["step"] for r in curve(out)] == list(range(1, 17)), "a step lost or repeated"

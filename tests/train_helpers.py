@@ -106,4 +106,6 @@ def gather_test_loop(cfg: dict) -> None:
     results = loss_and_grads(cfg["train"], rows, cfg["chunk_sizes"])
     if rank == 0:
         torch.save(results, cfg["out"])
+    if cfg.get("nodes_out"):  # where each rank ran
+        Path(f"{cfg['nodes_out']}.{rank}").write_text(ray.get_runtime_context().get_node_id())
     ray.train.report({"loss": results[0][0]})

@@ -76,6 +76,9 @@ class TrainConfig(StrictModel):
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     resources_per_worker: dict[str, float] | None = None
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="Ray placement of the workers: STRICT_SPREAD puts each on its own node"
+    )
     storage_path: str = Field("runs", description="RunConfig.storage_path: shared storage on a multi-node cluster")
     name: str = Field("train", description="RunConfig.name; the same (storage_path, name) resumes the run")
     output_dir: str | None = Field(None, description="where adapter/ and merged/ go; default storage_path/name")

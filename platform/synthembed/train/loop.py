@@ -4,6 +4,10 @@ A checkpoint holds everything a restarted worker group needs to continue as if n
 the LoRA weights, AdamW and scheduler state, the step (= data position, see data.BatchPlan), the
 training curve so far, and a fingerprint of the data. Rank 0 writes it; every rank calls
 `ray.train.report` (a barrier) each step.
+
+Nothing in a checkpoint can run code when it is loaded (whoever can write the shared storage path would
+otherwise run code on every worker): the LoRA weights are safetensors, the optimizer state and RNG are
+tensors loaded with `torch.load(weights_only=True)`, everything else is JSON.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import pickle
 import resource
 import shutil
 import tempfile
@@ -29,8 +34,9 @@ from synthembed.train.schedule import make_scheduler, warmup_of
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "trainer_state.pt"
-WEIGHTS_FILE = "lora_weights.pt"
+STATE_FILE = "trainer_state.json"  # step, scheduler, restarts, data fingerprint
+TENSORS_FILE = "optimizer.pt"  # AdamW state and the RNG state: tensors only
+WEIGHTS_FILE = "lora_weights.safetensors"
 CURVE_FILE = "curve.jsonl"
 ADAPTER_DIR = "adapter"
 
@@ -41,15 +47,26 @@ def peak_rss_mb() -> float:
 
 def save_checkpoint(directory: Path, model, optimizer, scheduler, step: int, curve: list[dict], extra: dict) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    weights = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
-    torch.save(weights, directory / WEIGHTS_FILE)
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step, **extra}, directory / STATE_FILE)
+    from safetensors.torch import save_file
+
+    weights = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    save_file(weights, str(directory / WEIGHTS_FILE))
+    torch.save({"optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}, directory / TENSORS_FILE)
+    state = {"scheduler": scheduler.state_dict(), "step": step, **extra}
+    (directory / STATE_FILE).write_text(json.dumps(state))
     (directory / CURVE_FILE).write_text("".join(json.dumps(r) + "\n" for r in curve))
     model.save_pretrained(directory / ADAPTER_DIR)  # a plain peft folder: exportable as-is
 
 
+def read_state(directory: Path) -> dict:
+    return json.loads((directory / STATE_FILE).read_text())
+
+
 def load_checkpoint(directory: Path, model, optimizer, scheduler) -> tuple[dict, list[dict]]:
-    weights = torch.load(directory / WEIGHTS_FILE, map_location="cpu")
+    """Restore weights, optimizer, scheduler and RNG; returns the JSON state and the curve so far."""
+    from safetensors.torch import load_file
+
+    weights = load_file(str(directory / WEIGHTS_FILE))
     params = dict(model.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
     if missing:
@@ -57,8 +74,15 @@ def load_checkpoint(directory: Path, model, optimizer, scheduler) -> tuple[dict,
     with torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value)
-    state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
+    try:  # tensors and plain containers only: a pickled object in this file is refused, never run
+        tensors = torch.load(directory / TENSORS_FILE, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise RuntimeError(f"checkpoint {directory / TENSORS_FILE} holds more than tensors (refused, not "
+                           f"loaded): {str(err).splitlines()[0]}; delete that checkpoint folder if you did not "
+                           "write it") from None
+    optimizer.load_state_dict(tensors["optimizer"])
+    state = read_state(directory)
+    state["rng"] = tensors["rng"]
     scheduler.load_state_dict(state["scheduler"])
     curve = [json.loads(line) for line in (directory / CURVE_FILE).read_text().splitlines() if line]
     return state, curve
@@ -188,8 +212,7 @@ def train_loop_per_worker(loop_config: dict, session=None) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 ckpt = None
                 if rank == 0:
-                    extra = {"data_fingerprint": fingerprint, "restarts": restarts, "rng": torch.get_rng_state(),
-                             "total_steps": plan.total_steps}
+                    extra = {"data_fingerprint": fingerprint, "restarts": restarts, "total_steps": plan.total_steps}
                     save_checkpoint(Path(tmp), model, optimizer, scheduler, done, curve, extra)
                     ckpt = Path(tmp)
                 session.report(metrics, ckpt, f"checkpoint_{done:07d}")

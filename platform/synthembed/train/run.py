@@ -8,7 +8,6 @@ import logging
 import time
 from pathlib import Path
 
-import torch
 
 from synthembed import stage
 from synthembed.config import ConfigError, dump_config
@@ -16,7 +15,7 @@ from synthembed.train.config import TrainConfig
 from synthembed.train.data import mix_sources
 from synthembed.train.schedule import TrainPlan, plan_training
 from synthembed.train.export import copy_adapter, export_merged
-from synthembed.train.loop import CURVE_FILE, STATE_FILE, LocalSession, train_loop_per_worker
+from synthembed.train.loop import CURVE_FILE, LocalSession, read_state, train_loop_per_worker
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,8 @@ def build_trainer(config: TrainConfig):
         # when a worker dies mid-step, its peers sit in a collective; the timeout turns that into an
         # error so the worker group restarts from the latest checkpoint (default would be 30 min)
         torch_config=TorchConfig(timeout_s=config.collective_timeout_s),
-        scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu, resources_per_worker=resources),
+        scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
+                                     resources_per_worker=resources, placement_strategy=config.placement_strategy),
         run_config=RunConfig(
             name=config.name,
             storage_path=storage,
@@ -106,7 +106,7 @@ def run(config: TrainConfig) -> Path:
     with checkpoint_dir as d:
         ckpt = Path(d)
 
-        state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
+        state = read_state(ckpt)
         curve_text = (ckpt / CURVE_FILE).read_text()
         adapter = copy_adapter(ckpt, out / "adapter")
     stage.write_text(out / "curve.jsonl", curve_text)
