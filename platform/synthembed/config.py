@@ -8,6 +8,8 @@ work starts with a message that names the dotted key and what is allowed there.
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +26,29 @@ class StrictModel(BaseModel):
     """Base of every config section: unknown keys are errors, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+KEY_PREFIXES = ("sk-", "sk_", "hf_", "ghp_", "gho_", "github_pat_", "xox", "AKIA", "AIza", "glpat-")
+
+
+def check_env_var_name(name: str) -> str:
+    """`name` must be the NAME of an environment variable, not a key pasted in its place.
+
+    Names are short identifiers ([A-Za-z_][A-Za-z0-9_]*, at most 64 characters); keys carry a vendor prefix
+    (sk-, hf_, ghp_, ...), or mix lower case with digits over 16+ characters, or look random (over 4 bits of
+    entropy per character over 20+ characters). The message never repeats the value.
+    """
+    if not ENV_NAME.match(name):
+        raise ValueError("must be the NAME of an environment variable (letters, digits, _; at most 64), e.g. "
+                         "OPENAI_API_KEY; put the key itself in that variable, never in a config")
+    counts = [name.count(c) for c in set(name)]
+    entropy = -sum(n / len(name) * math.log2(n / len(name)) for n in counts)
+    mixed = any(c.islower() for c in name) and sum(c.isdigit() for c in name) >= 3 and len(name) >= 16
+    if name.startswith(KEY_PREFIXES) or mixed or (len(name) >= 20 and entropy > 4.0):
+        raise ValueError("looks like an API key, not the NAME of an environment variable: export the key "
+                         "(e.g. export OPENAI_API_KEY=...) and give the variable's name here")
+    return name
 
 
 class ConfigError(ValueError):
@@ -68,7 +93,9 @@ def _format_errors(cls: type[BaseModel], err: ValidationError, source: str) -> s
             lines.append(f"  {key}: unknown key{hint}")
         else:
             got = e.get("input")
-            got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+            # A value under a *key* field may be a secret pasted in by mistake: never echo it into logs.
+            secret = any("key" in str(p) for p in loc)
+            got_s = "" if isinstance(got, dict) or secret else f" (got {got!r})"
             lines.append(f"  {key}: {e['msg']}{got_s}")
     return "\n".join(lines)
 
@@ -133,7 +160,9 @@ def load_config(
         data, source = loaded, str(path)
     if overrides:
         data = apply_overrides(data, overrides)
-        source += " + --set " + " ".join(overrides)
+        # a value set under a *key* field may be a secret pasted by mistake: name the key, not the value
+        shown = [o.split("=", 1)[0] + "=<hidden>" if "key" in o.split("=", 1)[0] else o for o in overrides]
+        source += " + --set " + " ".join(shown)
     if section is not None:
         if section not in data:
             raise ConfigError(f"{source}: no '{section}:' section; add one (it may be empty: '{section}: {{}}')")

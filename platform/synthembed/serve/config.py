@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from synthembed.config import StrictModel
+from synthembed.config import StrictModel, check_env_var_name
 from synthembed.model import ModelConfig
 
 
@@ -81,6 +81,11 @@ class ServeConfig(StrictModel):
     default_query_instruction: str | None = Field(
         None, description="instruction used for input_type=query when the request has none"
     )
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, name: str) -> str:
+        return check_env_var_name(name)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)

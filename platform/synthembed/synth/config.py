@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from synthembed.config import StrictModel
+from synthembed.config import check_env_var_name, StrictModel
 from synthembed.synth.tasks import PAPER_TASK_MIX, TASK_TYPES
 
 
@@ -65,10 +65,11 @@ class EngineConfig(StrictModel):
     def _check(self):
         if self.kind == "openai" and not self.base_url:
             raise ValueError("kind=openai needs base_url, e.g. base_url: https://api.openai.com/v1")
-        if self.api_key_env is not None and not self.api_key_env.replace("_", "").isalnum():
-            raise ValueError(
-                "api_key_env must be the NAME of an environment variable (e.g. OPENAI_API_KEY), not the key itself"
-            )
+        if self.api_key_env is not None:
+            try:
+                check_env_var_name(self.api_key_env)
+            except ValueError as err:
+                raise ValueError(f"api_key_env {err}") from None
         return self
 
     @property
