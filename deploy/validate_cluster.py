@@ -6,7 +6,7 @@ with any Python package, so the KubeRay manifests are checked here for the field
 (and whose absence it reports only after the operator has accepted the object), and a RayService's
 embedded Serve config is validated with Ray Serve's own schema.
 
-    python deploy/validate_cluster.py cluster.yaml deploy/kuberay/rayjob.yaml deploy/kuberay/rayservice.yaml
+    python deploy/validate_cluster.py cluster.yaml deploy/kuberay/*.yaml
 
 Deploy tooling, not library code: nothing in `synthembed` imports it.
 """
@@ -69,6 +69,30 @@ def _check_start_params(params: dict, path: str) -> None:
             raise KubeRayError(f"{path}.rayStartParams.{key} must be a string (quote it), got {value!r}")
 
 
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def _check_head_params(params: dict, path: str) -> None:
+    host = params.get("dashboard-host")
+    if host in LOOPBACK:
+        raise KubeRayError(
+            f"{path}.rayStartParams.dashboard-host: {host} hides the dashboard from the KubeRay operator, which "
+            "reaches it through the head service on :8265 (the RayJob is never submitted, the RayService never "
+            "gets its Serve config, yet the pods turn Ready); remove it and restrict :8265 with a NetworkPolicy "
+            "(deploy/kuberay/networkpolicy.yaml) and token auth")
+
+
+def _check_secrets_required(template: dict, path: str) -> None:
+    for i, container in enumerate(template.get("spec", {}).get("containers", [])):
+        for j, source in enumerate(container.get("envFrom", [])):
+            ref = source.get("secretRef")
+            if ref and ref.get("optional"):
+                raise KubeRayError(
+                    f"{path}.spec.containers[{i}].envFrom[{j}].secretRef.optional: true lets the pods start "
+                    f"without Secret {ref.get('name')!r}, and the service then runs without its API key; drop "
+                    "`optional` so a missing Secret stops the pod")
+
+
 def _check_ray_cluster_spec(spec: dict, path: str) -> None:
     if "rayVersion" in spec and not isinstance(spec["rayVersion"], str):
         raise KubeRayError(f"{path}.rayVersion must be a quoted string such as \"2.60.0\"")
@@ -77,12 +101,15 @@ def _check_ray_cluster_spec(spec: dict, path: str) -> None:
         raise KubeRayError(f"{path}.authOptions.mode must be 'token' or 'disabled'")
     head = _require(spec, "headGroupSpec", path, dict)
     _check_start_params(head.get("rayStartParams", {}), f"{path}.headGroupSpec")
+    _check_head_params(head.get("rayStartParams", {}), f"{path}.headGroupSpec")
     _check_pod_template(_require(head, "template", f"{path}.headGroupSpec", dict), f"{path}.headGroupSpec.template")
+    _check_secrets_required(head["template"], f"{path}.headGroupSpec.template")
     for i, group in enumerate(spec.get("workerGroupSpecs", [])):
         gpath = f"{path}.workerGroupSpecs[{i}]"
         _require(group, "groupName", gpath, str)
         _check_start_params(group.get("rayStartParams", {}), gpath)
         _check_pod_template(_require(group, "template", gpath, dict), f"{gpath}.template")
+        _check_secrets_required(group["template"], f"{gpath}.template")
         lo, n, hi = (group.get(k) for k in ("minReplicas", "replicas", "maxReplicas"))
         for key, value in (("minReplicas", lo), ("replicas", n), ("maxReplicas", hi)):
             if value is not None and (not isinstance(value, int) or value < 0):
@@ -120,6 +147,12 @@ def validate_kuberay(manifest: dict) -> None:
             raise KubeRayError(f"spec.submissionMode must be one of {sorted(SUBMISSION_MODES)}")
         if "rayClusterSpec" in spec:
             _check_ray_cluster_spec(spec["rayClusterSpec"], "spec.rayClusterSpec")
+        pipeline = "jobs/pipeline.py" in spec["entrypoint"] or "synthembed pipeline" in spec["entrypoint"]
+        if pipeline and spec.get("shutdownAfterJobFinishes") and "deploy" in _pipeline_stages(spec["entrypoint"]):
+            raise KubeRayError(
+                "spec.entrypoint: the pipeline's deploy stage would serve on a cluster that "
+                "shutdownAfterJobFinishes deletes when the job ends; add --set stages=[generate,train,evaluate] "
+                "and serve with a RayService (deploy/kuberay/rayservice.yaml)")
     elif kind == "RayService":
         _check_serve_config(_require(spec, "serveConfigV2", "spec", str), "spec.serveConfigV2")
         _check_ray_cluster_spec(_require(spec, "rayClusterConfig", "spec", dict), "spec.rayClusterConfig")
@@ -129,10 +162,40 @@ def validate_kuberay(manifest: dict) -> None:
         raise KubeRayError(f"kind must be RayJob, RayService or RayCluster, got {kind!r}")
 
 
+def _pipeline_stages(entrypoint: str) -> list[str]:
+    found = re.search(r"stages=\[([^\]]*)\]", entrypoint)
+    return [s.strip() for s in found.group(1).split(",")] if found else ["generate", "train", "evaluate", "deploy"]
+
+
+def check_port_forward_names(text: str, manifest: dict) -> None:
+    """The `kubectl port-forward svc/...` lines in a manifest's comments name services KubeRay creates."""
+    name = manifest["metadata"]["name"]
+    expected = {"RayService": {f"{name}-serve-svc", f"{name}-head-svc"}, "RayCluster": {f"{name}-head-svc"}}
+    for svc in re.findall(r"port-forward\s+(?:svc|service)/([\w.-]+)", text):
+        if manifest["kind"] in expected and svc not in expected[manifest["kind"]]:
+            raise KubeRayError(f"port-forward svc/{svc}: KubeRay names this {manifest['kind']}'s services "
+                               f"{sorted(expected[manifest['kind']])}")
+
+
+def validate_network_policy(manifest: dict) -> None:
+    spec = _require(manifest, "spec", "", dict)
+    _require(spec, "podSelector", "spec", dict)
+    if "Ingress" not in spec.get("policyTypes", []):
+        raise KubeRayError("spec.policyTypes must include Ingress")
+    ports = {p.get("port") for rule in spec.get("ingress", []) for p in rule.get("ports", [])}
+    if 8265 not in ports:
+        raise KubeRayError("spec.ingress: no rule for the dashboard port 8265 (the KubeRay operator needs it)")
+
+
 def validate_file(path: Path) -> str:
-    data = yaml.safe_load(path.read_text())
+    text = path.read_text()
+    data = yaml.safe_load(text)
+    if isinstance(data, dict) and data.get("kind") == "NetworkPolicy":
+        validate_network_policy(data)
+        return f"{path}: valid NetworkPolicy"
     if isinstance(data, dict) and data.get("apiVersion", "").startswith("ray.io/"):
         validate_kuberay(data)
+        check_port_forward_names(text, data)
         return f"{path}: valid {data['kind']}"
     validate_cluster_yaml(data)
     return f"{path}: valid Ray cluster launcher config"

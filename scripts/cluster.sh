@@ -16,7 +16,11 @@ case "${1:-}" in
   start)
     if ray status >/dev/null 2>&1; then echo "a Ray cluster is already running"; exit 0; fi
     ray get-auth-token --generate >/dev/null   # a fresh machine has no token yet
-    ray start --head --port=6390 --dashboard-host=127.0.0.1 --dashboard-port=8265 \
+    chmod 600 ~/.ray/auth_token                 # Ray writes it 0644: any local user could read it
+    # --node-ip-address: the node advertises (and its agents bind) loopback, not the machine's address.
+    # Ray's own gRPC servers (GCS, raylet, workers) still listen on every interface; token auth guards
+    # them, and a host firewall is the way to close them (see README, Clusters).
+    ray start --head --port=6390 --node-ip-address=127.0.0.1 --dashboard-host=127.0.0.1 --dashboard-port=8265 \
       --num-cpus="${RAY_NUM_CPUS:-4}" --disable-usage-stats
     echo "dashboard: $ADDRESS (token in ~/.ray/auth_token)" ;;
   submit)
@@ -26,7 +30,7 @@ case "${1:-}" in
     ray job submit --address "$ADDRESS" --working-dir . "${EXTRA[@]}" \
       --runtime-env-json '{"env_vars": {"HF_HUB_OFFLINE": "'"$HF_HUB_OFFLINE"'", "TOKENIZERS_PARALLELISM": "false", "SYNTHEMBED_WORKDIR": "'"$PWD"'"}}' \
       -- "$@" ;;
-  token) ray get-auth-token --generate >/dev/null && echo "token in ~/.ray/auth_token" ;;
+  token) ray get-auth-token --generate >/dev/null && chmod 600 ~/.ray/auth_token && echo "token in ~/.ray/auth_token (0600)" ;;
   logs) ray job logs --address "$ADDRESS" -f "$2" ;;
   status) ray status; ray job list --address "$ADDRESS" ;;
   stop) ray stop ;;

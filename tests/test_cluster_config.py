@@ -13,7 +13,7 @@ import yaml
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "deploy"))  # deploy tooling, not part of the library
-from validate_cluster import KubeRayError, validate_cluster_yaml, validate_kuberay  # noqa: E402
+from validate_cluster import KubeRayError, validate_cluster_yaml, validate_file, validate_kuberay  # noqa: E402
 
 
 def _cluster() -> dict:
@@ -35,6 +35,7 @@ def test_cluster_yaml_is_locked_down():
     assert not any("API_KEY" in line for line in (REPO / "cluster.yaml").read_text().splitlines() if not line.lstrip().startswith("#"))
     setup = " ".join(config["setup_commands"])
     assert "torch==2.13.0" in setup
+    assert "chmod 600 ~/.ray/auth_token" in setup  # the distributed token is readable by its owner only
 
 
 @pytest.mark.parametrize(
@@ -54,17 +55,48 @@ def test_broken_cluster_yaml_fails(breakage, error):
         validate_cluster_yaml(config)
 
 
-@pytest.mark.parametrize("name", ["rayjob.yaml", "rayservice.yaml"])
+@pytest.mark.parametrize("name", ["rayjob.yaml", "rayservice.yaml", "networkpolicy.yaml"])
 def test_kuberay_manifests_validate(name):
-    manifest = yaml.safe_load((REPO / "deploy" / "kuberay" / name).read_text())
-    validate_kuberay(manifest)
+    validate_file(REPO / "deploy" / "kuberay" / name)
 
 
-def test_kuberay_clusters_use_token_auth_and_loopback_dashboard():
+def test_kuberay_clusters_use_token_auth_and_a_reachable_dashboard():
     for name, key in (("rayjob.yaml", "rayClusterSpec"), ("rayservice.yaml", "rayClusterConfig")):
         spec = yaml.safe_load((REPO / "deploy" / "kuberay" / name).read_text())["spec"][key]
         assert spec["authOptions"]["mode"] == "token"
-        assert spec["headGroupSpec"]["rayStartParams"]["dashboard-host"] == "127.0.0.1"
+        assert "dashboard-host" not in spec["headGroupSpec"]["rayStartParams"]  # the operator needs :8265
+
+
+def _head(m: dict) -> dict:
+    return m["spec"].get("rayClusterSpec", m["spec"].get("rayClusterConfig"))["headGroupSpec"]
+
+
+@pytest.mark.parametrize("name", ["rayjob.yaml", "rayservice.yaml"])
+def test_a_loopback_dashboard_or_an_optional_secret_fails(name):
+    manifest = yaml.safe_load((REPO / "deploy" / "kuberay" / name).read_text())
+    broken = copy.deepcopy(manifest)
+    _head(broken)["rayStartParams"]["dashboard-host"] = "127.0.0.1"
+    with pytest.raises(KubeRayError, match="hides the dashboard from the KubeRay operator"):
+        validate_kuberay(broken)
+    broken = copy.deepcopy(manifest)
+    _head(broken)["template"]["spec"]["containers"][0]["envFrom"][0]["secretRef"]["optional"] = True
+    with pytest.raises(KubeRayError, match="without its API key"):
+        validate_kuberay(broken)
+
+
+def test_a_pipeline_rayjob_that_deploys_on_its_doomed_cluster_fails():
+    manifest = yaml.safe_load((REPO / "deploy" / "kuberay" / "rayjob.yaml").read_text())
+    manifest["spec"]["entrypoint"] = "python jobs/pipeline.py --config configs/gpu-multinode.yaml"
+    with pytest.raises(KubeRayError, match="shutdownAfterJobFinishes deletes"):
+        validate_kuberay(manifest)
+
+
+def test_a_wrong_port_forward_service_name_fails(tmp_path):
+    text = (REPO / "deploy" / "kuberay" / "rayservice.yaml").read_text()
+    broken = tmp_path / "rayservice.yaml"
+    broken.write_text(text.replace("svc/synthembed-serve-serve-svc", "svc/synthembed-serve-svc"))
+    with pytest.raises(KubeRayError, match="KubeRay names this RayService's services"):
+        validate_file(broken)
 
 
 @pytest.mark.parametrize(
