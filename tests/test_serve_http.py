@@ -28,7 +28,8 @@ def tiny_app(ray_cluster):
     url, cfg = deploy_app(
         "tiny",
         {"model": {"source": "tiny-llama", "max_length": 64},
-         "limits": {"max_items_per_request": 16, "max_body_bytes": 1_000_000, "truncate": "end"},
+         "limits": {"max_items_per_request": 16, "max_body_bytes": 1_000_000, "truncate": "end",
+                    "accept_token_ids": True},
          "batching": {"max_batch_tokens": 512},
          "default_query_instruction": None},
         api_key=KEY,

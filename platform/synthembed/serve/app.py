@@ -18,7 +18,6 @@ replica: `max_queued_requests` + `BackpressureConfig` answer 429 (or 503) with `
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import os
 import threading
@@ -41,6 +40,7 @@ from synthembed.serve.config import ServeConfig
 from synthembed.serve.errors import STATUS_TYPES, APIError, bad_request, loc_to_param
 from synthembed.serve.limits import parse_input, prepare_token_ids, resolve_instruction, tokenize_texts
 from synthembed.serve.metrics import ServeMetrics
+from synthembed.serve.request import check_content_type, parse_json, read_body
 from synthembed.serve.schemas import EmbeddingRequest
 
 log = logging.getLogger("synthembed.serve")
@@ -82,7 +82,21 @@ async def _authenticate(request: Request, call_next):
             msg = "missing API key: send 'Authorization: Bearer <key>'" if not given else "invalid API key"
             return APIError(401, msg, code="invalid_api_key", type="authentication_error",
                             headers={"WWW-Authenticate": "Bearer"}).response()
+    elif not host_allowed(request.headers.get("host"), svc.config.auth.allowed_hosts):
+        # No key: only the configured host names (a DNS-rebinding page sends its own domain as Host).
+        svc.metrics.request(400)
+        return bad_request(f"Host {request.headers.get('host', '')[:100]!r} is not served here; allowed: "
+                           f"{svc.config.auth.allowed_hosts} (serve.auth.allowed_hosts)", None, "invalid_host").response()
     return await call_next(request)
+
+
+def host_allowed(host: str | None, allowed: list[str]) -> bool:
+    if "*" in allowed:
+        return True
+    name = (host or "").strip().lower()
+    name = name.rsplit(":", 1)[0] if not name.endswith("]") and name.count(":") == 1 else name
+    name = name.split("]:")[0] + "]" if name.startswith("[") and "]:" in name else name
+    return name in [a.lower() for a in allowed]
 
 
 @api.exception_handler(APIError)
@@ -97,7 +111,9 @@ async def _validation_error(_: Request, exc: RequestValidationError):
 
 @api.exception_handler(StarletteHTTPException)
 async def _http_error(_: Request, exc: StarletteHTTPException):
-    err = APIError(exc.status_code, str(exc.detail), type=STATUS_TYPES.get(exc.status_code, "invalid_request_error"))
+    # exc.headers carries e.g. the `Allow` of a 405
+    err = APIError(exc.status_code, str(exc.detail), type=STATUS_TYPES.get(exc.status_code, "invalid_request_error"),
+                   headers=dict(exc.headers or {}))
     return err.response()
 
 
@@ -147,26 +163,31 @@ class EmbeddingService:
     async def embeddings(self, request: Request) -> JSONResponse:
         start = time.perf_counter()
         try:
-            req = await self._read(request)
-            payload = await self.embed_request(req)
+            # Our own deadline: Serve's proxy lets a client lift its timeout with a request header.
+            payload = await asyncio.wait_for(self._embeddings(request), self.config.request_timeout_s)
         except APIError as err:
             self.metrics.request(err.status, time.perf_counter() - start)
             return err.response()
+        except asyncio.TimeoutError:
+            self.metrics.request(504, time.perf_counter() - start)
+            return APIError(504, f"the request took longer than {self.config.request_timeout_s:g} s", None,
+                            "timeout", type="server_error").response()
+        except Exception:  # a bug, never the client's fault: logged, counted, answered in the API's shape
+            log.exception("unexpected error while embedding a request")
+            self.metrics.request(500, time.perf_counter() - start)
+            return APIError(500, "internal error while embedding; it was logged", None, "internal_error",
+                            type="server_error").response()
         self.metrics.request(200, time.perf_counter() - start)
         return JSONResponse(payload)
 
+    async def _embeddings(self, request: Request) -> dict[str, Any]:
+        return await self.embed_request(await self._read(request))
+
     async def _read(self, request: Request) -> EmbeddingRequest:
-        limit = self.config.limits.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise APIError(413, f"request body is {declared} bytes; the limit is {limit}", None, "body_too_large")
-        body = await request.body()
-        if len(body) > limit:
-            raise APIError(413, f"request body is {len(body)} bytes; the limit is {limit}", None, "body_too_large")
-        try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise bad_request(f"body is not valid JSON: {err}", None, "invalid_json") from None
+        limits = self.config.limits
+        check_content_type(request.headers.get("content-type"))
+        body = await read_body(request, limits.max_body_bytes, limits.body_timeout_s)
+        data = parse_json(body, limits.max_json_depth)
         if not isinstance(data, dict):
             raise bad_request("body must be a JSON object with at least an 'input' field", None, "invalid_json")
         try:
@@ -177,16 +198,26 @@ class EmbeddingService:
     async def embed_request(self, req: EmbeddingRequest) -> dict[str, Any]:
         limits = self.config.limits
         if req.model is not None and req.model != self.model_name:
-            raise APIError(404, f"model '{req.model}' is not served here; use '{self.model_name}'", "model",
+            raise APIError(404, f"model '{req.model[:100]}' is not served here; use '{self.model_name}'", "model",
                            "model_not_found", type="not_found_error")
         if req.dimensions is not None and req.dimensions > self.embedder.dim:
             raise bad_request(f"dimensions must be between 1 and {self.embedder.dim} for this model, "
                               f"got {req.dimensions}", "dimensions")
         texts, token_ids = parse_input(req.input, limits.max_items_per_request)
+        dims = req.dimensions or self.embedder.dim
+        per_value = 20 if req.encoding_format == "float" else 16 / 3  # JSON float repr vs base64 of 4 bytes
+        estimate = len(texts or token_ids) * (dims * per_value + 80)
+        if estimate > limits.max_response_bytes:
+            raise APIError(413, f"the answer would be ~{estimate / 1e6:.0f} MB (limit {limits.max_response_bytes / 1e6:.0f}"
+                           " MB): send fewer inputs per request, ask for encoding_format 'base64' (4x smaller) "
+                           "or fewer dimensions", "input", "response_too_large")
         if texts is not None:
             instruction = resolve_instruction(req.input_type, req.instruction, self.config.default_query_instruction)
             tok = await asyncio.to_thread(self._tokenize, texts, instruction)
         else:
+            if not limits.accept_token_ids:
+                raise bad_request("token-id input is off on this server (limits.accept_token_ids): ids from another "
+                                  "tokenizer would be embedded as garbage; send text", "input", "token_ids_disabled")
             if req.instruction is not None or req.input_type == "query":
                 raise bad_request("token-id input is embedded as given; format the query text yourself and "
                                   "omit instruction/input_type", "instruction")
@@ -197,6 +228,11 @@ class EmbeddingService:
         # Item by item into the batcher: a large list is spread over token-budget batches.
         vectors = await asyncio.gather(*(self._forward(ids) for ids in tok.ids))
         out = postprocess(np.stack(vectors), req.dimensions, self.config.model.normalize)
+        if not np.isfinite(out).all():
+            bad = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
+            self.metrics.nonfinite.inc()
+            raise APIError(500, f"the model produced a non-finite embedding for input[{bad}]; it was logged",
+                           f"input[{bad}]", "nonfinite_embedding", type="server_error")
         self.metrics.inputs.inc(len(tok.ids))
         self.metrics.tokens.inc(tok.tokens)
         if tok.truncated:
@@ -253,9 +289,22 @@ def deployment_options(config: ServeConfig) -> dict[str, Any]:
     return opts
 
 
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def check_exposure(config: ServeConfig, key_hashes: list[str]) -> None:
+    """Fail closed: a service reachable from the network needs an API key, unless anonymity is explicit."""
+    if config.host not in LOOPBACK_HOSTS and not key_hashes and not config.auth.allow_anonymous:
+        raise ValueError(
+            f"serve.host is {config.host} (reachable from the network) but ${config.api_key_env} is not set where "
+            f"the app is built: export {config.api_key_env}=<key> (or a comma-separated list), or set "
+            "serve.auth.allow_anonymous: true to serve everyone on purpose")
+
+
 def build_app(config: ServeConfig, key_hashes: list[str] | None = None):
     """The bound Serve application; API keys are read (and hashed) here, from `config.api_key_env`."""
     hashes = api_key_hashes(config.api_key_env) if key_hashes is None else key_hashes
+    check_exposure(config, hashes)
     return EmbeddingService.options(**deployment_options(config)).bind(config.model_dump(mode="json"), hashes)
 
 
@@ -285,7 +334,9 @@ def deploy(config: ServeConfig) -> str:
 
     if not ray.is_initialized():
         ray.init(address="auto", log_to_driver=False)
-    serve.start(http_options={"host": config.host, "port": config.port})
+    # The proxy's own timeout a little above ours, so the replica answers first, in the API's shape.
+    serve.start(http_options={"host": config.host, "port": config.port,
+                              "request_timeout_s": config.request_timeout_s + 5, "keep_alive_timeout_s": 5})
     # serve.run returns once every replica has loaded the model and passed its health check.
     serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix, blocking=False)
     host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host

@@ -31,6 +31,27 @@ class LimitsConfig(StrictModel):
         "end", description="input over max_tokens_per_item: 'end' cuts it (usage counts what was embedded), "
         "'reject' answers 400 naming the input"
     )
+    max_response_bytes: int = Field(
+        32_000_000, ge=1024, description="estimated JSON answer size cap (413 above it: use base64 or fewer inputs)"
+    )
+    body_timeout_s: float = Field(10.0, gt=0, description="the whole body must arrive within this (408 after)")
+    max_json_depth: int = Field(16, ge=3, description="nesting depth of the JSON body (a request needs 3)")
+    accept_token_ids: bool = Field(
+        False, description="accept pre-tokenized input (ids of THIS model's tokenizer); off: ids from another "
+        "tokenizer (e.g. tiktoken's) would be embedded as garbage with a 200"
+    )
+
+
+class AuthConfig(StrictModel):
+    """Who may call the service."""
+
+    allow_anonymous: bool = Field(
+        False, description="serve on a non-loopback host without an API key (refused unless true)"
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "localhost", "[::1]"],
+        description="Host header values accepted when no API key is set (DNS rebinding guard); '*' = any",
+    )
 
 
 class BatchingConfig(StrictModel):
@@ -81,14 +102,18 @@ class ServeConfig(StrictModel):
     default_query_instruction: str | None = Field(
         None, description="instruction used for input_type=query when the request has none"
     )
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
+    auth: AuthConfig = Field(default_factory=lambda: AuthConfig())
+    request_timeout_s: float = Field(
+        60, gt=0, description="a request is answered (504) within this; also Serve's proxy request_timeout_s"
+    )
 
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, name: str) -> str:
         return check_env_var_name(name)
-    limits: LimitsConfig = Field(default_factory=LimitsConfig)
-    batching: BatchingConfig = Field(default_factory=BatchingConfig)
-    deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
 
     @model_validator(mode="after")
     def _check(self) -> "ServeConfig":

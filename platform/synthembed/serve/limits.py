@@ -36,13 +36,13 @@ def parse_input(raw: Any, max_items: int) -> tuple[list[str] | None, list[list[i
         )
     if not raw:
         raise bad_request("input must not be an empty list", "input", "empty_input")
+    if all(isinstance(x, int) and not isinstance(x, bool) for x in raw):
+        return None, [raw]  # one text given as token ids: one item, however many ids (OpenAI allows 8192)
     if len(raw) > max_items:
         raise APIError(
             413, f"input has {len(raw)} items; this server takes at most {max_items} per request: split the list",
             "input", "too_many_items",
         )
-    if all(isinstance(x, int) and not isinstance(x, bool) for x in raw):
-        return None, [raw]  # one text given as token ids
     if isinstance(raw[0], list):
         for i, seq in enumerate(raw):
             if not isinstance(seq, list) or not seq:
@@ -83,8 +83,20 @@ def resolve_instruction(input_type: str | None, instruction: str | None, default
     return instruction  # no input_type: an instruction alone means query, none means document
 
 
+# No tokenizer averages this many characters per token on real text: a longer string is over the cap
+# for sure, and is cut by characters before tokenizing (a 2 MB string would hold the tokenizer lock).
+CHARS_PER_TOKEN = 64
+
+
 def tokenize_texts(embedder, texts: list[str], instruction: str | None, cap: int, truncate: str) -> Tokenized:
     """`Embedder.tokenize` with a per-item cap of `cap` tokens (EOS included)."""
+    chars = cap * CHARS_PER_TOKEN
+    too_long = [i for i, t in enumerate(texts) if len(t) > chars]
+    if too_long and truncate == "reject":
+        i = too_long[0]
+        raise bad_request(f"input[{i}] is longer than {cap} tokens ({len(texts[i])} characters); shorten it",
+                          f"input[{i}]", "input_too_long")
+    texts = [t[:chars] for t in texts]
     # One token of headroom tells an input that fits from one that was cut; only the cut ones are
     # tokenized again at the real cap, so the final ids are exactly what Embedder.tokenize(cap) gives.
     ids = embedder.tokenize(texts, instruction=instruction, max_length=cap + 1)

@@ -22,6 +22,8 @@ class ServeMetrics:
         self.inputs = metrics.Counter("synthembed_inputs", "inputs embedded", tag_keys=tags)
         self.tokens = metrics.Counter("synthembed_tokens", "tokens embedded (usage.prompt_tokens)", tag_keys=tags)
         self.truncated = metrics.Counter("synthembed_truncated_inputs", "inputs cut to the token cap", tag_keys=tags)
+        self.nonfinite = metrics.Counter("synthembed_nonfinite_embeddings", "answers refused: NaN/inf in a vector",
+                                         tag_keys=tags)
         self.latency = metrics.Histogram(
             "synthembed_request_latency_s", "request latency inside the replica", LATENCY_BOUNDS, tag_keys=tags)
         self.batch_items = metrics.Histogram(
@@ -30,7 +32,7 @@ class ServeMetrics:
             "synthembed_batch_padded_tokens", "padded tokens per forward pass", TOKEN_BOUNDS, tag_keys=tags)
         self.forward_s = metrics.Histogram(
             "synthembed_forward_latency_s", "forward pass time", LATENCY_BOUNDS, tag_keys=tags)
-        for m in (self.inputs, self.tokens, self.truncated, self.latency, self.batch_items,
+        for m in (self.inputs, self.tokens, self.truncated, self.nonfinite, self.latency, self.batch_items,
                   self.batch_tokens, self.forward_s):
             m.set_default_tags(self.default_tags)
 
