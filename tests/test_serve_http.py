@@ -84,7 +84,7 @@ def test_token_id_input_and_large_batch_split(tiny_app, tiny_embedder):
     # a flat id list is ONE text, however long (OpenAI allows 8192 ids): not "input has 40 items"
     long_ids = tiny_embedder.tokenize(["word " * 60], max_length=64)[0][:40]
     flat = ok(url, {"input": long_ids})
-    assert len(flat["data"]) == 1 and flat["usage"]["prompt_tokens"] == 40
+    assert len(flat["data"]) == 1 and flat["usage"]["prompt_tokens"] == 41  # + the EOS the server appends
     # 16 items of ~64 tokens against a 512-token budget: served in several batches, order kept
     texts = [f"item {i} " + "y" * (40 + i) for i in range(16)]
     body = ok(url, {"input": texts})
