@@ -1,5 +1,6 @@
 """Two Ray nodes on one machine: the test head plus a second node joined with `ray start --address`.
 
+- evaluation encoding (Ray Data actors) runs on both nodes and gives the local vectors;
 - 2 training workers placed one per node (STRICT_SPREAD) give the loss and gradients of 1 worker on the
   concatenated batch;
 - node loss: the second node's raylet and its workers are SIGKILLed (its process group) mid-training; Ray
@@ -19,6 +20,7 @@ from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "token")  # before `import ray` (see test_train_ray.py)
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -104,7 +106,7 @@ def _alive_nodes() -> int:
 
 @pytest.fixture
 def second_node(ray_cluster):
-    node = SecondNode().start()
+    node = SecondNode(num_cpus=4).start()  # as many CPUs as the head: a 3-CPU actor fits once on each
     deadline = time.time() + 30
     while _alive_nodes() < 2:
         assert time.time() < deadline
@@ -171,7 +173,7 @@ def test_node_loss_then_a_replacement_node_resumes_and_finishes(second_node, tmp
         while _alive_nodes() > 1 and time.time() < lost_at + 90:  # the GCS notices the dead node
             time.sleep(0.5)
         assert job.poll() is None, "the run gave up instead of waiting for a node"
-        replacement = SecondNode().start()
+        replacement = SecondNode(num_cpus=4).start()
         job.wait(timeout=600)
     finally:
         log.close()
@@ -186,3 +188,22 @@ def test_node_loss_then_a_replacement_node_resumes_and_finishes(second_node, tmp
     curve = [json.loads(x) for x in (run_dir / "curve.jsonl").read_text().splitlines()]
     assert [r["step"] for r in curve] == list(range(1, total + 1)), "a step lost or repeated across the failure"
     assert curve[0]["restarts"] == 0 and curve[-1]["restarts"] >= 1
+
+
+def test_evaluation_encoding_spreads_over_both_nodes(second_node):
+    from ray.util.state import list_actors
+
+    from synthembed.evaluate.encoders import LoadedEncoder, make_spec
+    from synthembed.evaluate.ray_encode import ray_encode
+    from synthembed.model import ModelConfig
+
+    spec = make_spec(ModelConfig(source="tiny-llama", max_length=32), "decoder")
+    texts = [f"sentence number {i} about the weather" for i in range(64)]
+    before = {a.actor_id for a in list_actors(limit=10_000)}
+    got = ray_encode(spec, texts, None, num_workers=2, batch_size=8, cpus_per_worker=3)
+    # 3 CPUs each: one actor fits on the head (4 CPUs), the other only on the second node
+    actors = [a for a in list_actors(limit=10_000, detail=True)
+              if a.actor_id not in before and "_EncodeActor" in (a.class_name or "")]
+    assert len({a.node_id for a in actors}) == 2, [(a.class_name, a.node_id) for a in actors]
+    want = LoadedEncoder(spec).encode_raw(texts, None)
+    np.testing.assert_allclose(got, want, atol=1e-5)
