@@ -94,8 +94,10 @@ def host_allowed(host: str | None, allowed: list[str]) -> bool:
     if "*" in allowed:
         return True
     name = (host or "").strip().lower()
-    name = name.rsplit(":", 1)[0] if not name.endswith("]") and name.count(":") == 1 else name
-    name = name.split("]:")[0] + "]" if name.startswith("[") and "]:" in name else name
+    if name.startswith("["):  # [::1]:8000
+        name = name[: name.find("]") + 1]
+    elif name.count(":") == 1:  # 127.0.0.1:8000
+        name = name.split(":")[0]
     return name in [a.lower() for a in allowed]
 
 
