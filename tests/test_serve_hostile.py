@@ -82,7 +82,7 @@ def request(method: str, path: str, body: bytes = b"", headers: dict | None = No
         hdrs["Transfer-Encoding"] = "chunked"
         body = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 65536]), body[i:i + 65536])
                         for i in range(0, len(body), 65536)) + b"0\r\n\r\n"
-    elif body or method == "POST":
+    elif (body or method == "POST") and "Content-Length" not in hdrs:
         hdrs["Content-Length"] = str(len(body))
     head = f"{method} /hostile{path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
     return head.encode("latin-1") + body

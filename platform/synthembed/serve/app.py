@@ -40,7 +40,7 @@ from synthembed.serve.config import ServeConfig
 from synthembed.serve.errors import STATUS_TYPES, APIError, bad_request, loc_to_param
 from synthembed.serve.limits import parse_input, prepare_token_ids, resolve_instruction, tokenize_texts
 from synthembed.serve.metrics import ServeMetrics
-from synthembed.serve.request import check_content_type, parse_json, read_body
+from synthembed.serve.request import check_content_type, check_headers, parse_json, read_body
 from synthembed.serve.schemas import EmbeddingRequest
 
 log = logging.getLogger("synthembed.serve")
@@ -69,6 +69,11 @@ async def _authenticate(request: Request, call_next):
     # Middleware runs outside the class's routes, so it finds the replica's instance through Serve's
     # replica context (Serve pickles the class by value: a module global set in __init__ lands in a copy).
     svc = serve.get_replica_context().servable_object
+    try:
+        check_headers(request.headers)
+    except APIError as err:
+        svc.metrics.request(err.status)
+        return err.response()
     if svc.key_hashes:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")

@@ -3,6 +3,7 @@
 Every way a body can be malformed ends in an `APIError` (4xx, OpenAI's error shape), never in an
 exception the framework turns into a plain-text 500:
 
+- headers over `MAX_HEADER_BYTES` in all are refused (431): Serve's proxy accepts 128 KB lines;
 - `Content-Type` must be JSON (415): a page on another origin can POST `text/plain` without a CORS
   preflight, never `application/json`;
 - the body is read as a stream with a running byte count (413 as soon as the cap is passed, before the
@@ -25,6 +26,14 @@ from typing import Any
 from synthembed.serve.errors import APIError, bad_request
 
 MAX_INT_DIGITS = 20
+MAX_HEADER_BYTES = 16384  # what nginx and uvicorn's defaults accept per request head, roughly
+
+
+def check_headers(headers) -> None:
+    size = sum(len(k) + len(v) + 4 for k, v in headers.items())
+    if size > MAX_HEADER_BYTES:
+        raise APIError(431, f"request headers are {size} bytes; at most {MAX_HEADER_BYTES} are accepted", None,
+                       "headers_too_large")
 JSON_TYPES = ("application/json", "application/x-ndjson")
 
 
@@ -88,8 +97,8 @@ def parse_json(body: bytes, max_depth: int) -> Any:
                 raise bad_request(f"body is nested more than {max_depth} levels deep", None, "invalid_json")
         elif byte in (0x5D, 0x7D):
             depth -= 1
-    try:
-        data = json.loads(body, parse_int=_int, parse_constant=_constant)
+    try:  # UTF-8 only (RFC 8259 8.1): json.loads would guess UTF-16/32 from the first bytes
+        data = json.loads(body.decode("utf-8"), parse_int=_int, parse_constant=_constant)
     except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise bad_request(f"body is not valid JSON: {err}", None, "invalid_json") from None
     check_strings(data)
