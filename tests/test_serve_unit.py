@@ -79,6 +79,29 @@ def test_tokenize_cap_truncate_and_reject(tiny_embedder):
     assert len(tokenize_texts(tiny_embedder, [fits], None, cap, "reject").ids[0]) == cap
 
 
+def test_a_huge_string_is_cut_by_characters_before_tokenizing(tiny_embedder):
+    from synthembed.serve.limits import CHARS_PER_TOKEN
+
+    cap, huge = 32, "word " * 400_000  # 2 MB: tokenizing it whole would hold the tokenizer lock
+    calls = []
+    original = tiny_embedder.tokenize
+
+    def spy(texts, *a, **kw):
+        calls.append(max(len(t) for t in texts))
+        return original(texts, *a, **kw)
+
+    tiny_embedder.tokenize = spy
+    try:
+        tok = tokenize_texts(tiny_embedder, [huge, "short"], None, cap, "end")
+    finally:
+        tiny_embedder.tokenize = original
+    assert max(calls) <= cap * CHARS_PER_TOKEN, "the tokenizer saw the whole string"
+    assert tok.ids[0] == original([huge[: cap * CHARS_PER_TOKEN]], max_length=cap)[0] and tok.truncated == 1
+    with pytest.raises(APIError) as err:
+        tokenize_texts(tiny_embedder, ["short", huge], None, cap, "reject")
+    assert err.value.param == "input[1]" and err.value.code == "input_too_long"
+
+
 def test_token_ids_vocab_and_eos(tiny_embedder):
     eos, vocab = tiny_embedder.eos_id, 50
     tok = prepare_token_ids([[1, 5, eos], [7] * 40], vocab, eos, cap=16, truncate="end")
