@@ -50,6 +50,13 @@ def _profile(root: Path) -> dict:
     }
 
 
+def test_check_plans_on_the_wired_data(tmp_path):
+    # train.data is not given: the pipeline trains on its own generate output, estimated by num_examples
+    proc = _check(tmp_path, _profile(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "train plan: 12 examples (estimated" in proc.stdout and "10 steps in all" in proc.stdout
+
+
 def test_bad_key_fails_before_compute(tmp_path):
     proc = _check(tmp_path, _profile(tmp_path / "run"), "train.learning_rate=1e-4")
     assert proc.returncode != 0

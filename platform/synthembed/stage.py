@@ -15,7 +15,8 @@ The rules, in one place:
   exists means nothing (`StageFolder.complete`);
 - a folder begun under another fingerprint belongs to another run: `begin` moves it aside to
   `<folder>.superseded-<n>` (nothing finished is deleted) and the stage starts fresh; under the same
-  fingerprint `begin` keeps it, and the stage resumes from what it finds;
+  fingerprint `begin` keeps it (minus the temporary files a killed run left), and the stage resumes from
+  what it finds;
 - a stage's fingerprint includes its inputs' manifest fingerprints (`input_fingerprint`), so a re-run
   upstream stage changes every downstream fingerprint and the downstream stages run again.
 """
@@ -112,6 +113,9 @@ class StageFolder:
                         self.stage, self.path, old or "none: no stage.json", self.fingerprint, aside)
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / MANIFEST).unlink(missing_ok=True)  # complete only once finish() writes a new one
+        for tmp in self.path.rglob(".*.tmp*"):  # half-written files of a killed run: never trusted, now gone
+            if tmp.is_file():
+                tmp.unlink()
         write_json(self.path / STAGE_FILE, {"stage": self.stage, "fingerprint": self.fingerprint,
                                             "begun": _now()})
         if config_yaml is not None:

@@ -116,12 +116,15 @@ def preflight(config: PipelineConfig) -> list[str]:
 
 
 def train_plan(config: PipelineConfig) -> TrainPlan:
-    """The training plan before anything ran: generated rows estimated by generate.num_examples (an upper
-    bound: rejects lower it), labeled sources counted from their Parquet metadata."""
-    generated = Path(config.generate.output_dir).expanduser().resolve()
+    """The training plan before anything ran, on the wired data: the generated rows counted from a finished
+    generate folder, else estimated by generate.num_examples (an upper bound: rejects lower it); labeled
+    sources counted from their Parquet metadata."""
+    wired = wire(config)
+    generated = Path(wired.generate.output_dir)
+    done = (generated / "manifest.json").is_file() and "generate" not in config.stages
     n, estimated = 0, False
-    for source in config.train.data:
-        if Path(source.path).expanduser().resolve() == generated:
+    for source in wired.train.data:
+        if Path(source.path) == generated and not done:
             rows, estimated = config.generate.num_examples, True
         else:
             rows = sum(pq.ParquetFile(f).metadata.num_rows for f in source_files(source))
