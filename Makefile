@@ -4,15 +4,19 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test test-fast quality
+.PHONY: setup setup-vllm demo test test-fast quality
 
 setup:
 	./scripts/setup.sh
 
+# .venv-vllm: vLLM's CPU build beside synthembed, for the vLLM engine paths on a machine without a GPU.
+setup-vllm:
+	./scripts/setup-vllm.sh
+
 demo: setup
 	./scripts/demo.sh
 
-test: setup
+test: setup setup-vllm
 	$(PY) -m pytest tests -q -ra --durations=25
 
 test-fast: setup

@@ -317,10 +317,15 @@ def test_settle_chat_turns_hostile_bodies_into_row_errors(body, needle):
 
 
 def test_vllm_finish_reason_from_token_count():
-    post = _VllmPost(max_tokens=8)
-    row = {"request_id": "r", "engine_index": 0, "generated_text": '{"a"', "num_input_tokens": 5}
+    post = _VllmPost(max_tokens=8, max_model_len=20)
+    # ray.data.llm's stage overwrites `request_id` with its own integer; ours comes back from beside it.
+    row = {"request_id": 7, "synth_request_id": "r", "engine_index": 0, "generated_text": '{"a"',
+           "num_input_tokens": 5}
     assert post({**row, "num_generated_tokens": 8})["finish_reason"] == "length"
     assert post({**row, "num_generated_tokens": 3})["finish_reason"] == "stop"
+    assert post({**row, "num_generated_tokens": 3})["request_id"] == "r"
+    assert "synth_request_id" not in post({**row, "num_generated_tokens": 3})
+    assert post({**row, "num_input_tokens": 17, "num_generated_tokens": 3})["finish_reason"] == "length"  # context full
     assert parse_json_object.__name__  # the truncated row is then a `truncated` reject, not `not_json`:
     with pytest.raises(Rejected) as e:
         parse_json_object('{"a"', post({**row, "num_generated_tokens": 8})["finish_reason"])
@@ -364,9 +369,22 @@ def test_vllm_processor_config_builds_without_vllm():
     assert cfg.engine_kwargs["max_model_len"] == 4096 and cfg.batch_size == 16
     schema = example_schema("sts", {"unit": "phrase"}, BOUNDS)
     row = {"messages": json.dumps([{"role": "user", "content": "x"}]), "schema": json.dumps(schema), "seed": 3}
-    pre = _vllm_pre_factory(e)(row)
+    pre = _vllm_pre_factory(e)(row | {"request_id": "req-1"})
     assert json.loads(pre["sampling_params"]["structured_outputs"]["json"]) == schema
-    assert pre["sampling_params"]["max_tokens"] == 512
+    assert pre["sampling_params"]["max_tokens"] == 512 and pre["synth_request_id"] == "req-1"
+    # the engine's own tokenize/detokenize; a light chat-template stage (a 2-core node fits it beside the engine)
+    assert cfg.tokenize_stage is False and cfg.detokenize_stage is False
+    assert cfg.chat_template_stage == {"num_cpus": 0.25}
+
+
+def test_vllm_engine_env_is_settings_only():
+    e = EngineConfig(kind="vllm", model="m", env={"VLLM_CPU_KVCACHE_SPACE": "2"})
+    assert e.env == {"VLLM_CPU_KVCACHE_SPACE": "2"}
+    with pytest.raises(ConfigError, match=r"engine: .*\['HF_TOKEN'\] look like secrets"):
+        load_config(GenerateConfig, None, ["generate.engine.kind=vllm", "generate.engine.model=m",
+                                           "generate.engine.env={HF_TOKEN: x}"], section="generate")
+    with pytest.raises(ValueError, match="kind=vllm only"):
+        EngineConfig(kind="embedded", env={"VLLM_CPU_KVCACHE_SPACE": "2"})
 
 
 @pytest.mark.parametrize("task_type", ["short_long", "long_short", "sts", "bitext"])

