@@ -72,9 +72,12 @@ def direct(cfg: GenerateConfig, srv: EmbeddedServer, requests: list[dict]) -> di
     return {"wall_s": wall, "valid": valid, "tokens_out": tokens, "schema_valid": len(requests) - structural_fail}
 
 
-def pipeline(cfg: GenerateConfig, srv: EmbeddedServer, requests: list[dict]) -> dict:
+def pipeline(cfg: GenerateConfig, srv: EmbeddedServer | None, requests: list[dict]) -> dict:
+    """The Ray Data side: `apply_engine` (srv: the embedded server; None for kind=vllm, whose engine the
+    processor starts itself, so its start-up is inside this wall time)."""
     t0 = time.perf_counter()
-    ds = apply_engine(request_dataset(requests, cfg.engine), cfg.engine, srv.base_url, srv.alias).map(
+    url, alias = (srv.base_url, srv.alias) if srv else (None, None)
+    ds = apply_engine(request_dataset(requests, cfg.engine), cfg.engine, url, alias).map(
         Validate(cfg.engine.label, 0, False, cfg.lengths.as_dict(), metrics=False))
     valid = tokens = structural_fail = 0
     for row in ds.iter_rows():
@@ -108,7 +111,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--builds", nargs="*", default=[], metavar="NAME=WHEEL",
                     help="also time raw llama.cpp generation of these wheels side by side (bench/llama_builds.py)")
+    ap.add_argument("--engine", choices=["embedded", "vllm"], default="embedded",
+                    help="vllm: configs/cpu-vllm.yaml through .venv-vllm (bench/generate_vllm.py)")
+    ap.add_argument("--vllm-side", choices=["direct", "pipeline"], help=argparse.SUPPRESS)
+    ap.add_argument("--requests", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.engine == "vllm":
+        import generate_vllm
+
+        return generate_vllm.main(args)
     load_start = os.getloadavg()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     cfg = load_config(GenerateConfig, ROOT / "configs" / "cpu-tiny.yaml", section="generate")

@@ -236,6 +236,8 @@ def main() -> None:
                         help="the caller already holds /tmp/synthembed-ray.lock (flock ... bench/serve.py)")
     parser.add_argument("--note", default=None, help="free text stored in the json (e.g. how the run was locked)")
     parser.add_argument("--repeats", type=int, default=3, help="served/in-process runs of the headline point")
+    parser.add_argument("--vllm", action="store_true",
+                        help="also serve through the vLLM backend (replicas on .venv-vllm's python), same points")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     loadavg_start = os.getloadavg()
@@ -246,6 +248,7 @@ def main() -> None:
     from synthembed.model import Embedder
     from synthembed.model.loading import resolve_model_dir
     from synthembed.serve import ServeConfig
+    from synthembed.serve.config import VllmServeConfig
 
     cfg = load_config(ServeConfig, args.config, [f"serve.model.source={args.model}", "serve.model.max_length=512",
                                                  "serve.app_name=bench", "serve.route_prefix=/bench"], section="serve")
@@ -303,6 +306,16 @@ def main() -> None:
             print(f"  headline pair: in-process {headline['in_process'][-1]:.2f}/s  served c=32 "
                   f"{r['throughput']:.2f}/s", flush=True)
         serve.delete("bench")
+        if args.vllm:  # the same app and points, the replica's engine swapped for vLLM's pooling runner
+            vcfg = cfg.model_copy(update={"backend": "vllm", "app_name": "bench-vllm", "route_prefix": "/bench-vllm",
+                                          "vllm": VllmServeConfig(python=str(REPO / ".venv-vllm" / "bin" / "python"),
+                                                                  env={"VLLM_CPU_KVCACHE_SPACE": "1",
+                                                                       "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"})})
+            vurl = deploy(vcfg) + "/v1/embeddings"
+            wait_ready(vurl, {"input": sets["short"][:4]}, 600)
+            results["served_vllm"] = sweep(vurl, sets, plan, vcfg.model_name, "served (vLLM)")
+            results["labels"]["served_vllm"] = "Ray Serve (synthembed, vLLM backend)"
+            serve.delete("bench-vllm")
         serve.shutdown()
     finally:
         ray.shutdown()
@@ -362,11 +375,18 @@ def main() -> None:
                "quick": args.quick, "note": args.note}
     if peer_info and "peer" in results:
         payload["peer_ratio_long_c32"] = served_long / results["peer"]["long/c32"]["throughput"]
+    if "served_vllm" in results:
+        payload["vllm_vs_torch"] = {k: results["served_vllm"][k]["throughput"] / results["served"][k]["throughput"]
+                                    for k in results["served"]}
+        payload["vllm_version"] = subprocess.run(
+            [str(REPO / ".venv-vllm" / "bin" / "python"), "-c", "import vllm; print(vllm.__version__)"],
+            capture_output=True, text=True).stdout.strip()
+
     path = write_result("serve", payload)
     chart(payload, RESULTS / "serve.png")
     print(f"\nratio served/in-process (c=32, long) = {ratio:.3f}  -> {path}, {RESULTS / 'serve.png'}")
     print(f"{'system':12s} {'len':5s} {'c':>3s} {'inputs/s':>9s} {'p50 ms':>9s} {'p99 ms':>9s}")
-    for name in ("served", "peer"):
+    for name in ("served", "served_vllm", "peer"):
         for key, r in (results.get(name) or {}).items():
             length, c = key.split("/c")
             print(f"{name:12s} {length:5s} {c:>3s} {r['throughput']:9.2f} {r['p50_ms']:9.1f} {r['p99_ms']:9.1f}")

@@ -377,6 +377,15 @@ def test_vllm_processor_config_builds_without_vllm():
     assert cfg.chat_template_stage == {"num_cpus": 0.25}
 
 
+def test_cpu_vllm_profile_loads_for_generate_and_serve():
+    from synthembed.serve import ServeConfig
+
+    gen = load_config(GenerateConfig, "configs/cpu-vllm.yaml", section="generate")
+    assert gen.engine.kind == "vllm" and gen.engine.placement_group == {"bundles": [{"CPU": 1}]}
+    assert gen.engine.env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+    assert load_config(ServeConfig, "configs/cpu-vllm.yaml", section="serve").backend == "vllm"
+
+
 def test_vllm_engine_env_is_settings_only():
     e = EngineConfig(kind="vllm", model="m", env={"VLLM_CPU_KVCACHE_SPACE": "2"})
     assert e.env == {"VLLM_CPU_KVCACHE_SPACE": "2"}

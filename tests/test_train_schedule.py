@@ -34,7 +34,14 @@ def test_the_old_gpu_1node_schedule_fails_check(tmp_path):
     assert ok.returncode == 0 and "PROBLEM: warm-up" in ok.stdout, "the explicit override keeps it possible"
 
 
-@pytest.mark.parametrize("profile", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+PIPELINE_PROFILES = sorted(p.name for p in (REPO / "configs").glob("*.yaml") if "train:" in p.read_text())
+
+
+def test_pipeline_profiles_are_found():
+    assert {"cpu-tiny.yaml", "gpu-1node.yaml", "gpu-multinode.yaml"} <= set(PIPELINE_PROFILES)
+
+
+@pytest.mark.parametrize("profile", PIPELINE_PROFILES)
 def test_every_shipped_profile_has_a_sane_plan(profile):
     res = _check("jobs/pipeline.py", "--config", f"configs/{profile}", "--check")
     assert res.returncode == 0, res.stderr[-2000:]
