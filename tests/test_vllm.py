@@ -82,8 +82,10 @@ def _parts(folder: Path) -> list[Path]:
 
 def test_generation_on_vllm_in_ray_data_stops_and_resumes(ray_cluster, vllm_python, tmp_path):
     out = tmp_path / "gen"
+    # Two sequences in the engine at a time: examples are committed in pairs while the rest are still coming,
+    # so the stop below lands mid-way (with a wide batch the whole pass finishes at once).
     sets = [f"generate.output_dir={out}", "generate.num_examples=12", "generate.commit_every=2",
-            "generate.engine.batch_size=6"]
+            "generate.engine.batch_size=2", "generate.engine.engine_kwargs.max_num_seqs=2"]
     args = ["-m", "synthembed", "generate", "--config", "configs/cpu-vllm.yaml", *[x for s in sets for x in ("--set", s)]]
     sid = f"vllm-gen-{os.getpid()}"
     _submit(ray_cluster, sid + "-1", args, wait=False)

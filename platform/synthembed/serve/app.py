@@ -136,6 +136,20 @@ def _from_pydantic(errors: list[dict]) -> APIError:
 
 
 # ------------------------------------------------------------------------------------------ deployment
+def load_encoder(config: ServeConfig):
+    """The replica's model: `Embedder` (torch) or `VllmEncoder` (vLLM's engine); both take our token ids.
+
+    Defined above the deployment class: Serve ships that class by value, and a helper defined after it was
+    missing in the replica (NameError)."""
+    if config.backend == "vllm":
+        from synthembed.model.vllm_encoder import VllmEncoder
+
+        for name, value in config.vllm.env.items():
+            os.environ.setdefault(name, value)
+        return VllmEncoder(config.model, config.vllm.engine_kwargs)
+    return Embedder.load(config.model)
+
+
 @serve.deployment(name="EmbeddingService")
 @serve.ingress(api)
 class EmbeddingService:
@@ -273,16 +287,6 @@ class EmbeddingService:
     def _run(self, items: list[list[int]]) -> np.ndarray:
         return self.embedder.embed_ids(items)
 
-
-def load_encoder(config: ServeConfig):
-    """The replica's model: `Embedder` (torch) or `VllmEncoder` (vLLM's engine); both take our token ids."""
-    if config.backend == "vllm":
-        from synthembed.model.vllm_encoder import VllmEncoder
-
-        for name, value in config.vllm.env.items():
-            os.environ.setdefault(name, value)
-        return VllmEncoder(config.model, config.vllm.engine_kwargs)
-    return Embedder.load(config.model)
 
 
 # ------------------------------------------------------------------------------------------ building
