@@ -382,9 +382,10 @@ def main() -> None:
             [str(REPO / ".venv-vllm" / "bin" / "python"), "-c", "import vllm; print(vllm.__version__)"],
             capture_output=True, text=True).stdout.strip()
 
-    path = write_result("serve", payload)
-    chart(payload, RESULTS / "serve.png")
-    print(f"\nratio served/in-process (c=32, long) = {ratio:.3f}  -> {path}, {RESULTS / 'serve.png'}")
+    name = "serve_vllm" if args.vllm else "serve"  # the vLLM comparison keeps its own record
+    path = write_result(name, payload)
+    chart(payload, RESULTS / f"{name}.png")
+    print(f"\nratio served/in-process (c=32, long) = {ratio:.3f}  -> {path}, {RESULTS / (name + '.png')}")
     print(f"{'system':12s} {'len':5s} {'c':>3s} {'inputs/s':>9s} {'p50 ms':>9s} {'p99 ms':>9s}")
     for name in ("served", "served_vllm", "peer"):
         for key, r in (results.get(name) or {}).items():
