@@ -21,6 +21,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the test suite may re
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Ray reads this once, when it is first imported: the test cluster keeps Ray 2.60's token auth on.
 os.environ["RAY_AUTH_MODE"] = "token"
+# The exactness checks (padding invariance, GradCache = full batch, 2 workers = 1) compare float32 runs;
+# dtype "auto" would pick bf16 on a CPU with native bf16. The bf16 path has its own tolerance tests.
+os.environ["SYNTHEMBED_AUTO_DTYPE"] = "float32"
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

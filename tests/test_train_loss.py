@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from synthembed.train import DataSource, InfoNCELoss, TrainConfig, duplicate_mask
+from synthembed.train.loss import false_negative_mask
 from synthembed.train.data import BatchPlan, ContrastiveCollator, Examples, mix_sources, text_key
 from synthembed.train.gradcache import ContrastiveStep, length_groups
-from synthembed.train.lora import build_lora_embedder, make_embed_fn, trainable_parameters
+from synthembed.train.lora import autocast_dtype, build_lora_embedder, make_embed_fn, trainable_parameters
 from train_helpers import randomize_lora_b, toy_rows, write_examples
 
 
@@ -56,6 +57,25 @@ def test_duplicate_mask_removes_exactly_the_duplicate_columns():
     assert unmasked.item() > row0.item() + 1.0
 
 
+def test_false_negative_mask_removes_exactly_the_columns_above_the_margin():
+    # cos(q0, d) = 0.8, 1.0, 0.6, 0.5; cos(q1, d) = 0.96, 0.6, 1.0, 0.9928
+    q = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    d = torch.tensor([[0.8, 0.6], [1.0, 0.0], [0.6, 0.8], [0.5, 0.866025]])
+    cos = torch.nn.functional.normalize(q) @ torch.nn.functional.normalize(d).T
+    # row 0's positive is d0 (cos 0.8): d1 (1.0) beats it by 0.2 > 0.1, d2 (0.6) does not
+    # row 1's positive is d1 (cos 0.6): d0, d2 and d3 all beat it by more than 0.1
+    mask = false_negative_mask(cos, margin=0.1)
+    assert torch.equal(mask, torch.tensor([[False, True, False, False], [True, False, True, True]]))
+    assert not false_negative_mask(cos, margin=0.5)[0].any()  # 1.0 - 0.8 = 0.2 < 0.5
+    # the loss is cross-entropy over the kept columns only
+    F = torch.nn.functional
+    got = InfoNCELoss(temperature=0.05, false_negative_margin=0.1)(q, d).item()
+    row0 = F.cross_entropy(cos[0, [0, 2, 3]][None] / 0.05, torch.tensor([0]))
+    row1 = F.cross_entropy(cos[1, [1]][None] / 0.05, torch.tensor([0]))
+    assert got == pytest.approx(((row0 + row1) / 2).item(), abs=1e-5)
+    assert InfoNCELoss(temperature=0.05)(q, d).item() > got
+
+
 def test_mixing_ratios_and_deterministic_plan(tmp_path):
     a = write_examples(tmp_path / "a.parquet", toy_rows(10))
     b = write_examples(tmp_path / "b" / "part-0.parquet", toy_rows(20))
@@ -95,7 +115,7 @@ def _lora_and_batch(config, rows):
 def _reference_grads(config, rows):
     """One padded pass per column and the loss, no grouping machinery: what the paper writes down."""
     emb, batch = _lora_and_batch(config, rows)
-    embed = make_embed_fn(emb, None)
+    embed = make_embed_fn(emb, autocast_dtype(config, torch.device("cpu")))
     loss = InfoNCELoss(config.temperature)(embed(batch.query_ids), embed(batch.doc_ids), batch.pos_keys, batch.doc_keys)
     loss.backward()
     return loss.item(), [p.grad.clone() for p in trainable_parameters(emb.model)]
@@ -103,7 +123,7 @@ def _reference_grads(config, rows):
 
 def _step_grads(config, rows, chunk_size=None, micro_batch_size=None):
     emb, batch = _lora_and_batch(config, rows)
-    step = ContrastiveStep(make_embed_fn(emb, None), InfoNCELoss(config.temperature), chunk_size,
+    step = ContrastiveStep(make_embed_fn(emb, autocast_dtype(config, torch.device("cpu"))), InfoNCELoss(config.temperature), chunk_size,
                            micro_batch_size=micro_batch_size)
     loss = step(batch)
     return loss, [p.grad.clone() for p in trainable_parameters(emb.model)]
@@ -118,6 +138,19 @@ def test_gradcache_chunked_equals_unchunked():
     assert sum(g.abs().sum().item() for g in grads_full) > 0
     for a, b in zip(grads_full, grads_chunk):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+
+
+def test_gradcache_in_bf16_autocast_tracks_the_full_batch():
+    """bf16 rounds differently per chunk, so equality becomes closeness: same loss, same gradient direction."""
+    config = _tiny_config(precision="bf16")
+    rows = toy_rows(6)
+    loss_full, grads_full = _reference_grads(config, rows)
+    loss_chunk, grads_chunk = _step_grads(config, rows, chunk_size=2)
+    assert all(g.dtype == torch.float32 for g in grads_chunk)  # LoRA weights (and AdamW state) stay fp32
+    assert loss_chunk == pytest.approx(loss_full, rel=2e-2)
+    full, chunk = torch.cat([g.flatten() for g in grads_full]), torch.cat([g.flatten() for g in grads_chunk])
+    assert torch.nn.functional.cosine_similarity(full, chunk, dim=0) > 0.99
+    assert (chunk.norm() / full.norm()).item() == pytest.approx(1.0, rel=5e-2)
 
 
 def test_length_grouped_micro_batches_equal_one_pass():

@@ -22,7 +22,8 @@ from typing import Literal
 
 import numpy as np
 
-from synthembed.model.embedder import Embedder, ModelConfig
+from synthembed.model.embedder import Embedder, ModelConfig, pick_device
+from synthembed.model.precision import inference_dtype
 from synthembed.model.loading import resolve_model_dir
 from synthembed.packaged import ST_MODELS, st_model_path
 from synthembed.stage import files_fingerprint
@@ -75,6 +76,9 @@ def make_spec(model_config, kind: str = "auto") -> EncoderSpec:
     max_length = model_config.max_length
     if kind == "decoder":
         cfg["source"] = str(folder)  # workers load the converted folder, no second conversion
+        # The cache key must name the dtype that computes the vectors, so "auto" is settled here, once,
+        # and every worker computes in it (bf16 and fp32 vectors of one model are different functions).
+        cfg["dtype"] = str(inference_dtype(cfg["dtype"], pick_device(cfg["device"]))).removeprefix("torch.")
     else:
         st_config = folder / "sentence_bert_config.json"
         if st_config.is_file():  # the model's own limit (256 for MiniLM) unless the config asks for less

@@ -26,6 +26,7 @@ from pydantic import Field
 
 from synthembed.config import StrictModel
 from synthembed.model.loading import describe_sources, resolve_model_dir
+from synthembed.model.precision import inference_dtype
 from synthembed.model.tokens import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,9 @@ class ModelConfig(StrictModel):
 
     source: str = Field("gemma3-270m", description="model to load: " + describe_sources())
     adapter: str | None = Field(None, description="optional LoRA adapter folder (peft) applied on top of source")
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "auto"
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
+        "auto", description="auto: bfloat16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else float32"
+    )
     device: str = Field("auto", description="'auto' picks cuda when available, else cpu")
     max_length: int = Field(512, ge=2, le=32768, description="tokens per text, EOS included")
     batch_size: int = Field(32, ge=1)
@@ -45,16 +48,10 @@ class ModelConfig(StrictModel):
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
 
 
-def _pick_device(device: str) -> torch.device:
+def pick_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def _pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, dtype)
 
 
 class Embedder:
@@ -82,8 +79,8 @@ class Embedder:
         elif overrides:
             config = config.model_copy(update=overrides)
         model_dir = resolve_model_dir(config.source)
-        device = _pick_device(config.device)
-        dtype = _pick_dtype(config.dtype, device)
+        device = pick_device(config.device)
+        dtype = inference_dtype(config.dtype, device)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         # AutoModel gives the backbone without the LM head: Gemma's head alone is 262k x 640 weights.
         model = AutoModel.from_pretrained(model_dir, dtype=dtype, attn_implementation=config.attn_implementation)

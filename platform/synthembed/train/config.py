@@ -42,6 +42,10 @@ class TrainConfig(StrictModel):
     temperature: float = Field(0.02, gt=0, description="InfoNCE temperature tau (paper: 0.02)")
     hard_negatives: bool = Field(True, description="add each row's hard_negative as an extra document column")
     mask_duplicates: bool = Field(True, description="mask in-batch documents whose text equals the row's positive")
+    false_negative_margin: float | None = Field(
+        None, ge=0, le=2,
+        description="mask in-batch documents whose cosine beats the positive's by more than this (Qwen3-Embedding: 0.1)",
+    )
 
     # batch: batch_size queries per optimizer step over ALL workers, split evenly; each worker embeds
     # its share in chunks of chunk_size (GradCache), so the contrastive batch is not limited by memory.
@@ -65,7 +69,9 @@ class TrainConfig(StrictModel):
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps (None: epochs decide)")
     max_grad_norm: float | None = Field(None, gt=0)
     gradient_checkpointing: bool = Field(False, description="recompute activations (saves memory; slower on CPU)")
-    precision: Literal["auto", "float32", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU")
+    precision: Literal["auto", "float32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32"
+    )
     seed: int = 0
     torch_threads: int | None = Field(None, ge=1, description="intra-op threads per worker (None: CPUs per worker)")
 

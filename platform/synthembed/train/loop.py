@@ -177,7 +177,7 @@ def train_loop_per_worker(loop_config: dict, session=None) -> None:
     collate = ContrastiveCollator(embedder, config.model.max_length, config.hard_negatives)
     step_fn = ContrastiveStep(
         make_embed_fn(embedder, autocast_dtype(config, device)),
-        InfoNCELoss(config.temperature, config.mask_duplicates),
+        InfoNCELoss(config.temperature, config.mask_duplicates, config.false_negative_margin),
         config.chunk_size,
         device,
         config.micro_batch_size,

@@ -7,21 +7,19 @@ import logging
 
 import torch
 
-from synthembed.model import Embedder
+from synthembed.model import Embedder, precision
 from synthembed.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
 
 def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on GPU (paper: mixed precision), none (float32) on CPU unless asked."""
-    if config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
+    """bf16 autocast (paper: mixed precision) where the device computes bf16 natively; see model.precision."""
+    return precision.autocast_dtype(config.precision, device)
 
 
 def build_lora_embedder(config: TrainConfig, device: torch.device) -> Embedder:
-    """Load the base model in float32 on `device` and wrap its backbone with LoRA adapters."""
+    """Load the base model on `device` and wrap its backbone with LoRA adapters (kept in float32)."""
     # The frozen base is stored in bf16 when training in bf16 (half the memory of a 7B model); peft
     # keeps the LoRA weights (and so AdamW's state) in float32 either way.
     dtype = "bfloat16" if autocast_dtype(config, device) is not None else "float32"
