@@ -116,6 +116,11 @@ class GenerateConfig(StrictModel):
     brainstorm_max_chars: int = Field(160, ge=20)
     engine: EngineConfig = EngineConfig()
     fallback: EngineConfig | None = Field(None, description="engine that retries rows the primary failed")
+    language_check: Literal["reject", "flag", "off"] = Field(
+        "reject", description="is every text in the language it was asked for (synth.language)? reject: a "
+        "mismatch is a `wrong_language` reject (retried by the fallback); flag: keep the row, the verdict is "
+        "in its language_verdict column; off: no check. Not part of the plan's fingerprint: a change applies "
+        "to rows generated from then on")
     commit_every: int = Field(32, ge=1, description="rows per committed Parquet part (lost at most on a kill)")
     metrics: bool = True
 

@@ -17,6 +17,8 @@ output in `rejects/`. Codes:
     copies_query       the positive (or negative) is the query again
     negative_equals_positive           the hard negative is the positive again
     duplicate          an identical (normalised) example already exists
+    wrong_language     a text came back in another language than asked (synth.language; generate.language_check)
+    contaminated       a text overlaps an evaluation task's text (synth.decontaminate; the pass before training)
     bad_brainstorm     step-1 output had no usable task definitions
 """
 
@@ -33,6 +35,7 @@ from synthembed.synth.transport import loads_bounded
 REASONS = (
     "engine_error", "truncated", "not_json", "not_object", "missing_keys", "unexpected_keys", "not_string",
     "empty_field", "too_short", "too_long", "no_text", "copies_query", "negative_equals_positive", "duplicate", "bad_brainstorm",
+    "wrong_language", "contaminated",
 )
 
 # A JSON object wrapped in a Markdown code fence (GPT-style answers); anything else around it is prose.

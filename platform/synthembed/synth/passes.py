@@ -85,7 +85,7 @@ def engine_pass(config: GenerateConfig, pool: EnginePool, ledger: Ledger, idx: i
     engine = pool.list[idx]
     retry_next = idx + 1 < len(pool.list)
     validate = Validate(engine.label, idx, retry_next, config.lengths.as_dict(), config.metrics,
-                        config.brainstorm_max_chars, owned=pool.owned(idx))
+                        config.brainstorm_max_chars, owned=pool.owned(idx), language_check=config.language_check)
     todo = rows
     for round_ in range(engine.max_restarts + 2):
         if round_:

@@ -33,6 +33,9 @@ Example row (`EXAMPLE_SCHEMA`), one per training example:
     prompt_version  version of the prompt templates
     request_id      stable id of the planned request (resume key); extra to DESIGN.md
     tokens_in, tokens_out   prompt and completion tokens of the producing call; extra to DESIGN.md
+    language_verdict        JSON of the language check (synth.language.RowVerdict: the row's verdict and, per
+                            text field, the language asked, found and its probability); null when
+                            generate.language_check is off; extra to DESIGN.md. Rejects carry it too.
 
 Training reads `instruction`, `query`, `positive`, `hard_negative` (and may filter on `task_type`).
 """
@@ -62,6 +65,7 @@ EXAMPLE_SCHEMA = pa.schema([
     pa.field("request_id", pa.string(), nullable=False),
     pa.field("tokens_in", pa.int64()),
     pa.field("tokens_out", pa.int64()),
+    pa.field("language_verdict", pa.string()),
 ])
 
 EXAMPLE_COLUMNS: tuple[str, ...] = tuple(EXAMPLE_SCHEMA.names)
@@ -78,6 +82,7 @@ REJECT_SCHEMA = pa.schema([
     pa.field("retry_next", pa.bool_(), nullable=False),       # a later engine will try this request again
     pa.field("tokens_in", pa.int64()),
     pa.field("tokens_out", pa.int64()),
+    pa.field("language_verdict", pa.string()),               # the language check's verdict, when it ran
 ])
 
 REJECT_COLUMNS: tuple[str, ...] = tuple(REJECT_SCHEMA.names)

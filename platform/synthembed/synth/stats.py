@@ -1,5 +1,8 @@
 """`stats.json` and `summary.md` of a generate folder: counts per task type, language and engine,
-validity, reject reasons, tokens, engine restarts and wall time, read back from the committed parts."""
+validity, reject reasons, tokens, engine restarts and wall time, read back from the committed parts;
+plus the unique task instructions per task type (the paper reports ~150k over its ~500k examples) and the
+language check per asked language (every checked attempt: kept rows and `wrong_language` rejects; a bitext
+row counts once under each of its two languages, with its side's verdict)."""
 
 from __future__ import annotations
 
@@ -7,14 +10,24 @@ from collections import Counter, defaultdict
 
 from pydantic import BaseModel
 
+from pydantic import Field
+
+from synthembed.synth.language import side_verdicts
 from synthembed.synth.ledger import Ledger
 from synthembed.synth.prompts import PROMPT_VERSION
+from synthembed.synth.schema import normalize_text
 
 
 class EngineValidity(BaseModel):
     valid: int
     rejected: int
     valid_rate: float
+
+
+class LanguageCounts(BaseModel):
+    matched: int = 0
+    mismatched: int = 0
+    unknown: int = 0
 
 
 class GenerateStats(BaseModel):
@@ -38,10 +51,15 @@ class GenerateStats(BaseModel):
     wall_time_s: float
     runs: list[dict]
     prompt_version: str
+    # Defaults: a stats.json written before these fields existed still reads.
+    unique_instructions: dict[str, int] = Field(default_factory=dict, description="per task type (normalised text)")
+    unique_instructions_total: int = 0
+    language_check: dict[str, LanguageCounts] = Field(default_factory=dict, description="asked language -> verdicts")
 
 
 def stats(ledger: Ledger, plan: list[dict], runs: list[dict]) -> GenerateStats:
     ex, rj = ledger.outcomes("example"), ledger.rejects()
+    unique = unique_instructions(ex.column("task_type").to_pylist(), ex.column("instruction").to_pylist())
     exl = ex.drop(["query", "positive", "hard_negative", "instruction", "placeholders"]).to_pylist()
     rjl = rj.drop(["raw"]).to_pylist()
     per_engine: dict[str, Counter] = defaultdict(Counter)
@@ -79,7 +97,28 @@ def stats(ledger: Ledger, plan: list[dict], runs: list[dict]) -> GenerateStats:
         "wall_time_s": sum(r["wall_time_s"] for r in runs),
         "runs": runs,
         "prompt_version": PROMPT_VERSION,
+        "unique_instructions": {t: len(s) for t, s in sorted(unique.items())},
+        "unique_instructions_total": len({(t, i) for t, s in unique.items() for i in s}),
+        "language_check": language_counts(r["language_verdict"] for r in exl + rjl),
     })
+
+
+def unique_instructions(task_types: list[str], instructions: list[str]) -> dict[str, set[str]]:
+    """Task type -> its distinct instructions (normalised, so case and spacing variants count once)."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for t, inst in zip(task_types, instructions):
+        out[t].add(normalize_text(inst))
+    return dict(out)
+
+
+def language_counts(verdicts) -> dict[str, dict[str, int]]:
+    """Asked language -> {matched, mismatched, unknown}, from `language_verdict` values (None: not checked)."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for v in verdicts:
+        for lang, verdict in side_verdicts(v).items():
+            counts[lang][verdict] += 1
+    return {lang: {k: c[k] for k in ("matched", "mismatched", "unknown")}
+            for lang, c in sorted(counts.items(), key=lambda kv: -sum(kv[1].values()))}
 
 
 def summary_md(st: GenerateStats) -> str:
@@ -101,5 +140,16 @@ def summary_md(st: GenerateStats) -> str:
         *[f"| {k} | {v} |" for k, v in sorted(stats["reject_reasons"].items(), key=lambda kv: -kv[1])], "",
         "| language | examples |", "|---|---|",
         *[f"| {k} | {v} |" for k, v in stats["by_language"].items()], "",
+        f"Unique task instructions: **{stats['unique_instructions_total']}** over {stats['examples']} examples "
+        "(sts and bitext have one fixed instruction each).", "",
+        "| task type | unique instructions |", "|---|---|",
+        *[f"| {k} | {v} |" for k, v in stats["unique_instructions"].items()], "",
     ]
+    if stats["language_check"]:
+        lines += [
+            "Language check (every checked attempt, kept or rejected; bitext counts each side under its language):",
+            "", "| asked language | in it | in another | unknown |", "|---|---|---|---|",
+            *[f"| {k} | {v['matched']} | {v['mismatched']} | {v['unknown']} |" for k, v in stats["language_check"].items()],
+            "",
+        ]
     return "\n".join(lines)

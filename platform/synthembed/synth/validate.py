@@ -8,24 +8,40 @@ Arrow sees one type whatever the row held):
     reject      payload: a REJECT_SCHEMA row whose `reason` is "<code>: <detail>" (codes in synth.parse)
     lost        the request never reached a live engine the job owns (its process was down): it is sent
                 again once the engine is back, and never committed as a reject
+
+After parsing and validation, each example goes through the language check (`synth.language.check_row`,
+mode `generate.language_check`): its verdict is stored in `language_verdict`, and in `reject` mode a row
+in the wrong language becomes a `wrong_language` reject here, so it takes the same path as any other
+reject (committed in `rejects/` with its raw output, retried by the fallback engine when there is one).
 """
 
 from __future__ import annotations
 
 import json
 
+from synthembed.synth.language import check_row
 from synthembed.synth.parse import Rejected, parse_brainstorm, parse_json_object, validate_example
 from synthembed.synth.prompts import PROMPT_VERSION
 from synthembed.synth.schema import example_id
 from synthembed.synth.transport import CONNECTION
 
 
-def reject_row(row: dict, stage: str, generator: str, idx: int, reason: str, raw: str | None, retry: bool) -> dict:
+class WrongLanguage(Rejected):
+    """A `wrong_language` reject that carries the verdict, so the reject row records it for the stats."""
+
+    def __init__(self, verdict_json: str, detail: str):
+        super().__init__("wrong_language", detail)
+        self.verdict_json = verdict_json
+
+
+def reject_row(row: dict, stage: str, generator: str, idx: int, reason: str, raw: str | None, retry: bool,
+               language_verdict: str | None = None) -> dict:
     return {
         "request_id": row["request_id"], "stage": stage, "task_type": row["task_type"],
         "language": row.get("language") or None, "generator": generator, "engine_index": idx,
         "reason": reason, "raw": raw, "retry_next": retry,
         "tokens_in": int(row.get("tokens_in") or 0), "tokens_out": int(row.get("tokens_out") or 0),
+        "language_verdict": language_verdict,
     }
 
 
@@ -33,8 +49,9 @@ class Validate:
     """The map itself; `owned` says the engine's process belongs to this job (connection errors = lost)."""
 
     def __init__(self, generator: str, engine_index: int, retry_next: bool, bounds: dict, metrics: bool,
-                 brainstorm_max_chars: int = 160, owned: bool = False):
+                 brainstorm_max_chars: int = 160, owned: bool = False, language_check: str = "reject"):
         self.generator, self.engine_index, self.retry_next = generator, engine_index, retry_next
+        self.language_check = language_check
         self.bounds, self.metrics, self.brainstorm_max_chars, self.owned = bounds, metrics, brainstorm_max_chars, owned
         self._counter = None
 
@@ -70,7 +87,7 @@ class Validate:
         except Rejected as rej:
             self._count("rejected", row["task_type"], rej.code)
             rec = reject_row(row, stage, self.generator, self.engine_index, str(rej), row["text"] or row["error"],
-                             self.retry_next)
+                             self.retry_next, getattr(rej, "verdict_json", None))
             kind = "reject"
         else:
             self._count("valid", row["task_type"])
@@ -80,7 +97,7 @@ class Validate:
         ph = json.loads(row["placeholders"])
         obj = parse_json_object(row["text"], row["finish_reason"])
         fields = validate_example(row["task_type"], obj, ph, self.bounds)
-        return {
+        rec = {
             "id": example_id(row["task_type"], row["instruction"], fields["query"], fields["positive"],
                              fields["hard_negative"]),
             "task_type": row["task_type"], "instruction": row["instruction"], **fields,
@@ -88,5 +105,15 @@ class Validate:
             "tgt_language": row["tgt_language"] or None, "placeholders": row["placeholders"],
             "generator": self.generator, "prompt_version": PROMPT_VERSION, "request_id": row["request_id"],
             "tokens_in": int(row["tokens_in"] or 0), "tokens_out": int(row["tokens_out"] or 0),
-            "_raw": row["text"],
+            "language_verdict": None, "_raw": row["text"],
         }
+        return self._check_language(rec)
+
+    def _check_language(self, rec: dict) -> dict:
+        if self.language_check == "off":
+            return rec
+        verdict = check_row(rec)
+        rec["language_verdict"] = verdict.to_json()
+        if self.language_check == "reject" and verdict.verdict == "mismatched":
+            raise WrongLanguage(rec["language_verdict"], verdict.detail())
+        return rec
