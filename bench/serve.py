@@ -153,7 +153,7 @@ import sys, torch
 from fastapi import FastAPI
 from sentence_transformers import SentenceTransformer
 torch.set_num_threads(2)
-model = SentenceTransformer(sys.argv[1], device="cpu")
+model = SentenceTransformer(sys.argv[1], device="cpu", model_kwargs={"dtype": getattr(torch, sys.argv[2])})
 app = FastAPI()
 @app.post("/v1/embeddings")
 def embed(body: dict):
@@ -164,7 +164,7 @@ def embed(body: dict):
 '''
 
 
-def start_peer(kind: str, folder: Path, infinity_python: str | None, port: int, workdir: Path):
+def start_peer(kind: str, folder: Path, infinity_python: str | None, port: int, workdir: Path, dtype: str):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2", "DO_NOT_TRACK": "1",
            "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
     logf = open(workdir / f"{kind}.log", "w")
@@ -172,14 +172,15 @@ def start_peer(kind: str, folder: Path, infinity_python: str | None, port: int, 
         exe = str(Path(infinity_python).parent / "infinity_emb")
         cmd = [exe, "v2", "--model-id", str(folder), "--served-model-name", "smollm2-135m", "--port", str(port),
                "--engine", "torch", "--device", "cpu", "--batch-size", "32", "--url-prefix", "/v1",
-               "--no-bettertransformer", "--no-model-warmup"]
+               "--no-bettertransformer", "--no-model-warmup",
+               "--dtype", {"float32": "float32", "bfloat16": "bfloat16"}[dtype]]
     else:
         app = workdir / "st_app.py"
         app.write_text(ST_APP)
         cmd = [sys.executable, "-m", "uvicorn", "st_app:app", "--app-dir", str(workdir), "--port", str(port),
                "--log-level", "warning"]
         env["PYTHONPATH"] = str(workdir)
-        cmd = [sys.executable, "-c", f"import sys; sys.argv=['x','{folder}']; import uvicorn; "
+        cmd = [sys.executable, "-c", f"import sys; sys.argv=['x','{folder}','{dtype}']; import uvicorn; "
                f"sys.path.insert(0,'{workdir}'); import st_app; uvicorn.run(st_app.app, host='127.0.0.1', "
                f"port={port}, log_level='warning')"]
     return subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
@@ -236,6 +237,8 @@ def main() -> None:
                         help="the caller already holds /tmp/synthembed-ray.lock (flock ... bench/serve.py)")
     parser.add_argument("--note", default=None, help="free text stored in the json (e.g. how the run was locked)")
     parser.add_argument("--repeats", type=int, default=3, help="served/in-process runs of the headline point")
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                        help="serve.model.dtype for every side (auto: settled here, by model.precision)")
     parser.add_argument("--vllm", action="store_true",
                         help="also serve through the vLLM backend (replicas on .venv-vllm's python), same points")
     args = parser.parse_args()
@@ -245,13 +248,21 @@ def main() -> None:
 
     torch.set_num_threads(2)
     from synthembed.config import load_config
+    from roofline import forward_flop_per_token, matmul_flop_per_s, roofline
+
     from synthembed.model import Embedder
     from synthembed.model.loading import resolve_model_dir
+    from synthembed.model.precision import inference_dtype
     from synthembed.serve import ServeConfig
     from synthembed.serve.config import VllmServeConfig
 
     cfg = load_config(ServeConfig, args.config, [f"serve.model.source={args.model}", "serve.model.max_length=512",
-                                                 "serve.app_name=bench", "serve.route_prefix=/bench"], section="serve")
+                                                 "serve.app_name=bench", "serve.route_prefix=/bench",
+                                                 f"serve.model.dtype={args.dtype}"], section="serve")
+    # every side in the one dtype "auto" means on this machine (the replica runs here too)
+    dtype = str(inference_dtype(cfg.model.dtype, torch.device("cpu"))).removeprefix("torch.")
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"dtype": dtype})})
+    peak_start = matmul_flop_per_s(dtype)
     embedder = Embedder.load(cfg.model)
     tokens = {"short": 16, "long": 256}
     if args.quick:
@@ -332,7 +343,7 @@ def main() -> None:
     if peer_kind != "none":
         folder = st_folder(resolve_model_dir(args.model), workdir / "st-model", 512)
         port = 7997
-        proc = start_peer(peer_kind, folder, args.infinity_python, port, workdir)
+        proc = start_peer(peer_kind, folder, args.infinity_python, port, workdir, dtype)
         purl = f"http://127.0.0.1:{port}/v1/embeddings"
         try:
             ready_s = wait_ready(purl, {"input": sets["short"][:4], "model": "smollm2-135m"}, 600)
@@ -352,18 +363,29 @@ def main() -> None:
         finally:
             stop(proc)
 
+    peak_end = matmul_flop_per_s(dtype)
+    peak = {**peak_start, "flop_per_s": (peak_start["flop_per_s"] + peak_end["flop_per_s"]) / 2,
+            "start": peak_start["flop_per_s"], "end": peak_end["flop_per_s"]}
+    lengths = {k: [len(x) for x in embedder.tokenize(v, max_length=512)] for k, v in sets.items()}
+    flop = {k: forward_flop_per_token(embedder.model, v) for k, v in lengths.items()}
     results["in_process"] = {k: spread(v) for k, v in in_proc.items()}
     results["in_process_by_batch_size"] = {k: {str(b): t for b, t in v.items()} for k, v in by_bs.items()}
     results["headline_runs"] = headline
     served_long = float(np.median(headline["served"]))
     ratio = served_long / results["in_process"]["long"]["median"]
+    # achieved FLOP/s of each side at the headline point (c=32, long inputs), against the matmul roofline
+    per_side = {"served": served_long, "in_process": results["in_process"]["long"]["median"]}
+    if "peer" in results:
+        per_side["peer"] = results["peer"]["long/c32"]["throughput"]
+    results["roofline_long_c32"] = {side: roofline(v * real["long"], flop["long"], peak) for side, v in per_side.items()}
+    results["matmul"] = peak
     import platform as _platform
 
     from common import machine
 
     m = machine()
     results["setup"] = {
-        "model": args.model, "cpu": m["cpu"], "cores": m["cores"], "tokens": tokens, "mean_tokens": real,
+        "model": args.model, "dtype": dtype, "cpu": m["cpu"], "cores": m["cores"], "tokens": tokens, "mean_tokens": real,
         "plan_requests": {k: {str(c): n for c, n in v.items()} for k, v in plan.items()},
         "serve_config": cfg.model_dump(mode="json"), "deploy_s": deploy_s, "python": _platform.python_version(),
         "client": "aiohttp closed loop, 1 input per request, loopback",
@@ -385,6 +407,8 @@ def main() -> None:
     name = "serve_vllm" if args.vllm else "serve"  # the vLLM comparison keeps its own record
     path = write_result(name, payload)
     chart(payload, RESULTS / f"{name}.png")
+    print("roofline fraction at c=32, long: " + ", ".join(
+        f"{k} {v['fraction_of_roofline']:.2f}" for k, v in results["roofline_long_c32"].items()) + f" ({dtype})")
     print(f"\nratio served/in-process (c=32, long) = {ratio:.3f}  -> {path}, {RESULTS / (name + '.png')}")
     print(f"{'system':12s} {'len':5s} {'c':>3s} {'inputs/s':>9s} {'p50 ms':>9s} {'p99 ms':>9s}")
     for name in ("served", "served_vllm", "peer"):

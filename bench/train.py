@@ -1,6 +1,6 @@
 """Training throughput and peak memory: our training loop vs sentence-transformers' trainer.
 
-Same model (gemma3-270m backbone, float32, LoRA r16 on all linear layers, dropout 0), same rows in the
+Same model (gemma3-270m backbone, float32 or bf16 per side, LoRA r16 on all linear layers, dropout 0), same rows in the
 same batches (our first STEPS global batches of Banking77 pairs with one hard negative, see
 bench/quality_data.py; the sentence-transformers side reads them in order), same batch (16 queries +
 16 positives + 16 hard negatives), same max length, same pooling (EOS appended, last-token pooling,
@@ -15,6 +15,10 @@ Sides (each once, in its own process, STEPS steps; examples/s = batch / median s
   ours_gradcache    the same loop with GradCache chunks of 8 (length-sorted): the low-memory setting
   st_mnrl           SentenceTransformerTrainer + MultipleNegativesRankingLoss
   st_cached_mnrl    SentenceTransformerTrainer + CachedMultipleNegativesRankingLoss(mini_batch_size 8)
+  ours_bf16         `ours` with precision bf16: base weights in bf16, bf16 autocast, LoRA weights and AdamW in fp32
+  st_mnrl_bf16      `st_mnrl` with the base loaded in bf16 and the trainer's bf16 autocast (LoRA kept fp32 by peft)
+Each side also reports its fraction of the matmul roofline in its dtype (bench/roofline.py: a LoRA step's
+useful work is 2x the forward FLOP of the step's tokens), measured in this process around the side.
 Peak memory is the process's max RSS, model load included. `ours` runs the Ray Train worker's loop in
 one process (backend local), `ours_ray_train` the same loop under Ray Train in a private local Ray
 instance (run it under /tmp/synthembed-ray.lock: the test fixture stops every Ray process).
@@ -41,7 +45,9 @@ MODEL = os.environ.get("BENCH_MODEL", "gemma3-270m")
 BATCH = int(os.environ.get("BENCH_BATCH", 16))
 MAX_LENGTH = int(os.environ.get("BENCH_MAX_LENGTH", 64))
 STEPS = int(os.environ.get("BENCH_STEPS", 12))
-DEFAULT_SIDES = ("ours", "ours_ray_train", "ours_one_pass", "ours_gradcache", "st_mnrl", "st_cached_mnrl")
+DEFAULT_SIDES = ("ours", "ours_bf16", "st_mnrl", "st_mnrl_bf16", "ours_ray_train", "ours_one_pass", "ours_gradcache",
+                 "st_cached_mnrl")
+BF16_SIDES = ("ours_bf16", "st_mnrl_bf16")
 SIDES = os.environ.get("BENCH_SIDES", ",".join(DEFAULT_SIDES)).split(",")
 # (our side, peer side, json key of the throughput ratio, json key of the peak-memory ratio)
 COMPARISONS = (
@@ -49,6 +55,8 @@ COMPARISONS = (
     ("ours_ray_train", "st_mnrl", "ray_train_ratio", "ray_train_memory_ratio"),
     ("ours", "st_cached_mnrl", "ratio_vs_cached", "memory_ratio_vs_cached"),
     ("ours_gradcache", "st_cached_mnrl", "gradcache_ratio_vs_cached", "gradcache_memory_ratio_vs_cached"),
+    ("ours_bf16", "st_mnrl_bf16", "bf16_ratio", "bf16_memory_ratio"),
+    ("ours_bf16", "ours", "ours_bf16_vs_ours_fp32", "ours_bf16_memory_vs_fp32"),
 )
 WARMUP = 2  # steps left out of the median: allocator and thread-pool warm-up
 MINI_BATCH = 8
@@ -79,7 +87,8 @@ def _sequential_batches(dataset, **kwargs):
     return DefaultBatchSampler(SequentialSampler(dataset), **kwargs)
 
 
-def ours(micro_batch_size: int | None, chunk_size: int | None = None, backend: str = "local") -> dict:
+def ours(micro_batch_size: int | None, chunk_size: int | None = None, backend: str = "local",
+         precision: str = "float32") -> dict:
     import ray
 
     from synthembed.train import TrainConfig, run
@@ -93,7 +102,7 @@ def ours(micro_batch_size: int | None, chunk_size: int | None = None, backend: s
         micro_batch_size=micro_batch_size, chunk_size=chunk_size,
         torch_threads=2, num_workers=1, checkpoint_every=1000, storage_path=str(WORK), name="ours",
         export_merged=False, mask_duplicates=False,
-        backend=backend,
+        backend=backend, precision=precision,
     )
     if config.backend == "ray":
         ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir="/tmp/synthembed-ray-benchtrain")
@@ -108,7 +117,7 @@ def ours(micro_batch_size: int | None, chunk_size: int | None = None, backend: s
     }
 
 
-def sentence_transformers_side(cached: bool) -> dict:
+def sentence_transformers_side(cached: bool, bf16: bool = False) -> dict:
     import torch
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
@@ -122,7 +131,7 @@ def sentence_transformers_side(cached: bool) -> dict:
 
     torch.set_num_threads(2)
     transformer = models.Transformer(str(resolve_model_dir(MODEL)), max_seq_length=MAX_LENGTH,
-                                     model_kwargs={"dtype": torch.float32})
+                                     model_kwargs={"dtype": torch.bfloat16 if bf16 else torch.float32})
     tokenizer_appending_eos(transformer.tokenizer)  # EOS appended, as in our Embedder
     transformer.tokenizer.padding_side = "right"
     dim = transformer.get_word_embedding_dimension()
@@ -154,7 +163,7 @@ def sentence_transformers_side(cached: bool) -> dict:
     args = SentenceTransformerTrainingArguments(
         output_dir=str(WORK / "st"), per_device_train_batch_size=BATCH, max_steps=STEPS,
         learning_rate=LR, warmup_steps=0, weight_decay=0.0, lr_scheduler_type="linear", logging_steps=1,
-        save_strategy="no", report_to="none", use_cpu=True, dataloader_drop_last=True, seed=0,
+        save_strategy="no", report_to="none", use_cpu=True, dataloader_drop_last=True, seed=0, bf16=bf16,
         batch_sampler=_sequential_batches,
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds, loss=loss, callbacks=[Timer()])
@@ -163,17 +172,31 @@ def sentence_transformers_side(cached: bool) -> dict:
     return {"step_seconds": times, "losses": logs, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def _step_flop_per_example() -> float:
+    """Useful FLOP per training example (query + positive + hard negative): 2x their forward FLOP."""
+    from synthembed.model import Embedder, format_text
+
+    emb = Embedder.load(MODEL, max_length=MAX_LENGTH, dtype="float32")
+    rows = _rows_in_our_order()
+    texts = [format_text(r["query"], r["instruction"]) for r in rows] + [r["positive"] for r in rows] + \
+        [r["hard_negative"] for r in rows]
+    lengths = [len(ids) for ids in emb.tokenize(texts)]
+    return 2 * forward_flop_per_token(emb.model, lengths) * sum(lengths) / len(rows)
+
+
 def run_side(name: str) -> dict:
     if name == "ours":
         return ours(micro_batch_size=MINI_BATCH)
     if name == "ours_ray_train":
         return ours(micro_batch_size=MINI_BATCH, backend="ray")
+    if name == "ours_bf16":
+        return ours(micro_batch_size=MINI_BATCH, precision="bf16")
     if name == "ours_one_pass":
         return ours(micro_batch_size=None)
     if name == "ours_gradcache":
         return ours(micro_batch_size=None, chunk_size=MINI_BATCH)
-    if name in ("st_mnrl", "st_cached_mnrl"):
-        return sentence_transformers_side(cached=name == "st_cached_mnrl")
+    if name in ("st_mnrl", "st_cached_mnrl", "st_mnrl_bf16"):
+        return sentence_transformers_side(cached=name == "st_cached_mnrl", bf16=name == "st_mnrl_bf16")
     raise SystemExit(f"unknown side {name!r}; BENCH_SIDES takes {', '.join(DEFAULT_SIDES)}")
 
 
@@ -187,22 +210,34 @@ def _side_in_subprocess(name: str) -> dict:
 
 def main() -> None:
     from common import spread, write_result
+    from roofline import forward_flop_per_token, matmul_flop_per_s, roofline
 
     if not DATA.is_dir():
         from quality_data import build
 
         build(DATA.parent)
     load_start = os.getloadavg()
+    import torch
+
+    torch.set_num_threads(2)  # as every side
+    flop_per_example = _step_flop_per_example()
     results = {}
     for name in SIDES:
+        dtype = "bfloat16" if name in BF16_SIDES else "float32"
+        before = matmul_flop_per_s(dtype)
         t0 = time.time()
         r = _side_in_subprocess(name)
+        r["wall_s"] = round(time.time() - t0, 1)
+        after = matmul_flop_per_s(dtype)
         steady = r["step_seconds"][WARMUP:] or r["step_seconds"]
         r["examples_per_s"] = BATCH / statistics.median(steady)
         r["step_seconds_steady"] = spread(steady)
-        r["wall_s"] = round(time.time() - t0, 1)
+        peak = {**before, "flop_per_s": (before["flop_per_s"] + after["flop_per_s"]) / 2}
+        r["roofline"] = roofline(r["examples_per_s"], flop_per_example, peak)
+        r["roofline"]["flop_per_example"] = r["roofline"].pop("flop_per_token")
         results[name] = r
-        print(f"{name}: {r['examples_per_s']:.2f} examples/s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+        print(f"{name}: {r['examples_per_s']:.2f} examples/s, peak RSS {r['peak_rss_mb']:.0f} MB, "
+              f"roofline fraction {r['roofline']['fraction_of_roofline']:.2f} ({dtype})", flush=True)
     payload = {"first_loss": {name: r["losses"][0] for name, r in results.items()}}
     for ours_side, peer, speed_key, memory_key in COMPARISONS:
         if ours_side in results and peer in results:
@@ -218,7 +253,8 @@ def main() -> None:
         })
     payload["setup"] = {
         "model": MODEL, "batch": BATCH, "docs_per_query": 2, "max_length": MAX_LENGTH, "steps": STEPS,
-        "warmup_steps_excluded": WARMUP, "lora": "r16 all-linear, dropout 0", "dtype": "float32",
+        "warmup_steps_excluded": WARMUP, "lora": "r16 all-linear, dropout 0",
+        "dtype": {name: "bfloat16" if name in BF16_SIDES else "float32" for name in results},
         "temperature": TEMPERATURE, "mini_batch": MINI_BATCH, "data": "Banking77 pairs + hard negative",
         "torch_threads": 2, "loadavg_at_start": load_start,
     }
