@@ -32,6 +32,7 @@ def _profile(root: Path) -> dict:
             "num_examples": 12, "min_per_type": 2, "tasks_per_brainstorm": 3, "examples_per_task": 2,
             "lengths": {"short_min": 1, "short_max": 60, "long_min": 20, "long_max": 160},
             "brainstorm_max_chars": 100, "commit_every": 4,
+            "language_check": "flag",  # the 135M model answers many languages in English; keep enough rows
             "engine": {"kind": "embedded", "model": "smollm2-135m", "batch_size": 4, "sampling": {"max_tokens": 300}},
         },
         "train": {

@@ -7,6 +7,12 @@ Parquet parts, training restarts from its latest Ray Train checkpoint), and re-r
 of one whose output changed. The stages are wired by path here and nowhere else: the generated examples
 feed training, the merged model feeds evaluation (beside the base model, for the comparison table) and
 serving.
+
+Between generate and train, when `decontaminate.enabled` (the default) and training is requested, the
+decontamination pass (`synth.decontaminate_stage`) copies the generated examples into
+`<output_root>/decontaminate` without the rows that overlap a text of the configured evaluation tasks, and
+training reads that folder instead of the generate folder. Its count and examples appear in the summary
+and in the fine-tuned model's evaluation report.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from synthembed.packaged import is_named_model
 from synthembed.serve.config import ServeConfig
 from synthembed.stage import write_json
 from synthembed.synth.config import GenerateConfig
+from synthembed.synth.decontaminate import DecontaminateConfig
 from synthembed.synth.stats import GenerateStats
 from synthembed.train.config import DataSource, TrainConfig
 from synthembed.train.data import mixed_size, source_files
@@ -45,6 +52,9 @@ class PipelineConfig(StrictModel):
     stages: list[Literal["generate", "train", "evaluate", "deploy"]] = Field(default_factory=lambda: list(STAGES))
     embed: EmbedConfig | None = Field(None, description="used by jobs/embed.py only")
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    decontaminate: DecontaminateConfig = Field(
+        default_factory=DecontaminateConfig,
+        description="remove generated rows overlapping the evaluate.tasks texts before training; `false` turns it off")
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig
     serve: ServeConfig = Field(default_factory=ServeConfig)
@@ -52,15 +62,21 @@ class PipelineConfig(StrictModel):
 
 def labeled_sources(config: PipelineConfig) -> list[DataSource]:
     """train.data minus the entry that names the generate section's own output (a stage job's link)."""
-    generated = Path(config.generate.output_dir).expanduser().resolve()
-    return [d for d in config.train.data if Path(d.path).expanduser().resolve() != generated]
+    generated = {Path(config.generate.output_dir).expanduser().resolve(), training_input(config)}
+    return [d for d in config.train.data if Path(d.path).expanduser().resolve() not in generated]
+
+
+def training_input(config: PipelineConfig) -> Path:
+    """The folder training reads the generated examples from: the decontaminated copy, or the generate folder."""
+    root = Path(config.output_root).expanduser().resolve()
+    return root / ("decontaminate" if config.decontaminate.enabled else "generate")
 
 
 def wire(config: PipelineConfig) -> PipelineConfig:
     """Point each stage at the previous stage's output; the per-stage paths in the file are ignored."""
     root = Path(config.output_root).expanduser().resolve()
     generate = config.generate.model_copy(update={"output_dir": str(root / "generate")})
-    generated = DataSource(path=str(root / "generate"))
+    generated = DataSource(path=str(training_input(config)))
     train = config.train.model_copy(
         update={"data": [generated, *labeled_sources(config)], "storage_path": str(root), "name": "train",
                 "output_dir": None}
@@ -88,8 +104,10 @@ def evaluation_configs(config: PipelineConfig) -> tuple[EvaluateConfig, Evaluate
         update={"source": str(root / "train" / "merged"), "adapter": None, "name": "fine-tuned", "kind": "decoder"}
     )
     base = config.evaluate.model_copy(update={"model": base_model, "output_dir": str(root / "evaluate" / "base")})
+    report = str(root / "decontaminate" / "report.json") if config.decontaminate.enabled else None
     tuned = config.evaluate.model_copy(
-        update={"model": tuned_model, "output_dir": str(root / "evaluate" / "tuned"), "compare_with": [base.output_dir]}
+        update={"model": tuned_model, "output_dir": str(root / "evaluate" / "tuned"), "compare_with": [base.output_dir],
+                "decontamination_report": report}
     )
     return base, tuned
 
@@ -120,7 +138,7 @@ def train_plan(config: PipelineConfig) -> TrainPlan:
     generate folder, else estimated by generate.num_examples (an upper bound: rejects lower it); labeled
     sources counted from their Parquet metadata."""
     wired = wire(config)
-    generated = Path(wired.generate.output_dir)
+    generated = training_input(config)
     done = (generated / "manifest.json").is_file() and "generate" not in config.stages
     n, estimated = 0, False
     for source in wired.train.data:
@@ -166,6 +184,8 @@ def run(config: PipelineConfig) -> dict:
     from synthembed.train.run import stage_folder as train_folder
 
     stage("generate", lambda: generate_folder(config.generate).complete(), lambda: synth.run(config.generate))
+    if config.decontaminate.enabled and "train" in config.stages:
+        _decontaminate(config, root, timings)
     # Fingerprints are computed when a stage is reached: they read the manifests the stage before wrote.
     stage("train", lambda: train_folder(config.train).complete(), lambda: train.run(config.train))
     base_eval, tuned_eval = evaluation_configs(config)
@@ -185,6 +205,21 @@ def run(config: PipelineConfig) -> dict:
     return summary
 
 
+def _decontaminate(config: PipelineConfig, root: Path, timings: dict) -> None:
+    """The pass between generate and train (see the module docstring); skipped when complete."""
+    from synthembed.synth import decontaminate_stage
+
+    args = (root / "generate", root / "decontaminate", config.evaluate.tasks, config.decontaminate)
+    if decontaminate_stage.stage_folder(*args).complete():
+        log.info("stage decontaminate: complete for its current inputs and settings, skipping")
+        timings["decontaminate"] = "skipped (complete)"
+        return
+    log.info("stage decontaminate: starting")
+    t0 = time.time()
+    decontaminate_stage.run(*args)
+    timings["decontaminate"] = round(time.time() - t0, 1)
+
+
 def collect_summary(root: Path, config: PipelineConfig) -> dict:
     """Data statistics, training curve, evaluation table and a working curl line, from the stage outputs."""
     out: dict = {}
@@ -197,7 +232,14 @@ def collect_summary(root: Path, config: PipelineConfig) -> dict:
             "by_task_type": s.by_task_type, "languages": s.num_languages,
             "validity_per_engine": {g: round(v.valid_rate, 3) for g, v in s.validity_per_engine.items()},
             "engine_restarts": s.engine_restarts,
+            "unique_instructions": s.unique_instructions,
+            "language_check": {lang: c.model_dump() for lang, c in s.language_check.items()},
         }
+    report = root / "decontaminate" / "report.json"
+    if config.decontaminate.enabled and report.is_file():
+        r = json.loads(report.read_text())
+        out["decontamination"] = {k: r[k] for k in ("examples_in", "examples_kept", "removed", "by_task", "by_rule",
+                                                    "eval_texts", "notes", "examples")}
     manifest = root / "train" / "manifest.json"
     if manifest.is_file():
         train = json.loads(manifest.read_text())
@@ -222,11 +264,22 @@ def collect_summary(root: Path, config: PipelineConfig) -> dict:
     return out
 
 
+def decontamination_lines(d: dict) -> list[str]:
+    lines = [f"decontamination: removed {d['removed']} of {d['examples_in']} generated rows overlapping "
+             f"{d['eval_texts']} evaluation texts" + (f" (by task: {json.dumps(d['by_task'])})" if d["removed"] else "")]
+    lines += [f"  note: {n}" for n in d.get("notes", [])]
+    lines += [f"  e.g. {e['field']} {e['text'][:80]!r} ~ {e['eval_task']}: {e['eval_text'][:80]!r} ({e['rule']})"
+              for e in d.get("examples", [])]
+    return lines
+
+
 def format_summary(summary: dict) -> str:
     lines = ["", "=" * 72, "synthembed pipeline summary", "=" * 72, f"outputs: {summary['output_root']}"]
     lines.append("stage wall time (s): " + ", ".join(f"{k}={v}" for k, v in summary.get("stage_seconds", {}).items()))
     if "data" in summary:
         lines.append("data: " + json.dumps(summary["data"], default=str)[:1500])
+    if "decontamination" in summary:
+        lines += decontamination_lines(summary["decontamination"])
     if "training" in summary:
         t = summary["training"]
         lines.append(f"training: {t['steps']} steps, loss {t['first_loss']} -> {t['final_loss']} (curve: {t['curve_png']})")

@@ -66,6 +66,9 @@ class EvaluateConfig(StrictModel):
     reference_scores: str | None = Field(None, description="REFERENCE_SCORES.md to compare against")
     reference_models: list[str] | None = Field(None, description="columns of the reference file to show (default all)")
     compare_with: list[str] = Field(default_factory=list, description="earlier run folders to put side by side")
+    decontamination_report: str | None = Field(
+        None, description="report.json of the decontamination pass the model's training data went through; "
+        "shown beside the scores (the pipeline sets it for the fine-tuned model)")
     overwrite: bool = Field(False, description="re-run tasks whose result file already exists")
     show_progress: bool = False
 

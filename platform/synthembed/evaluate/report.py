@@ -148,6 +148,7 @@ def markdown_report(
     if ref_models:
         lines.append("Reference columns: public MTEB results (see the reference file); comparable only on full sets.")
         lines.append("")
+    lines += decontamination_section(runs)
     for run in runs:
         instr = run.get("instructions") or {}
         if instr:
@@ -160,6 +161,35 @@ def markdown_report(
                 lines.append(f"| {task} | {side} | {text if text else '(none: raw text)'} |")
             lines.append("")
     return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """A text as one markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")[:120]
+
+
+def decontamination_section(runs: list[dict]) -> list[str]:
+    """Per run trained on decontaminated data: how many generated rows overlapped the evaluation texts."""
+    lines = []
+    for run in runs:
+        d = run.get("training_data_decontamination")
+        if not d:
+            continue
+        lines += [f"## Training data of {run['label']}: decontamination", ""]
+        if d.get("error"):
+            lines += [f"Report not readable: {d['error']}", ""]
+            continue
+        by_task = ", ".join(f"{t}: {n}" for t, n in (d.get("by_task") or {}).items()) or "none"
+        lines.append(f"Removed **{d['removed']}** of {d['examples_in']} generated rows before training: a text "
+                     f"overlapped one of {d['eval_texts']} evaluation texts (by task: {by_task}).")
+        lines += [f"- note: {n}" for n in d.get("notes") or []]
+        lines.append("")
+        if d.get("examples"):
+            lines += ["| field | generated text | evaluation task | evaluation text | rule |", "|---|---|---|---|---|"]
+            lines += [f"| {e['field']} | {_cell(e['text'])} | {e['eval_task']} | {_cell(e['eval_text'])} | {e['rule']} |"
+                      for e in d["examples"]]
+            lines.append("")
+    return lines
 
 
 def plot_chart(runs: list[dict], path: str | Path, references: dict | None = None, reference_models: list[str] | None = None) -> Path:

@@ -130,7 +130,7 @@ def build_encoder(config: EvaluateConfig):
 
 # What decides the scores (besides the model): not output places, reports, progress or caching.
 _NOT_FINGERPRINTED = {"output_dir", "compare_with", "reference_scores", "reference_models", "show_progress",
-                      "overwrite", "cache", "cache_path", "ray", "model"}
+                      "overwrite", "cache", "cache_path", "ray", "model", "decontamination_report"}
 
 
 def stage_folder(config: EvaluateConfig, model_fingerprint: str | None = None) -> stage.StageFolder:
@@ -138,6 +138,18 @@ def stage_folder(config: EvaluateConfig, model_fingerprint: str | None = None) -
         model_fingerprint = make_spec(config.model, config.model.kind).fingerprint()
     settings = {k: v for k, v in config.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED}
     return stage.StageFolder(config.output_dir, "evaluate", stage.fingerprint(settings, model_fingerprint))
+
+
+def _decontamination(path: str) -> dict:
+    """The decontamination report of the training data, for the report (a missing file is said, not fatal)."""
+    import json
+
+    try:
+        r = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        return {"error": f"{path}: {err}"}
+    keys = ("examples_in", "examples_kept", "removed", "by_task", "by_rule", "eval_texts", "notes", "examples")
+    return {"report": str(path), **{k: r.get(k) for k in keys}}
 
 
 def run(config: EvaluateConfig) -> Path:
@@ -206,6 +218,8 @@ def run(config: EvaluateConfig) -> Path:
         "seconds": round(time.time() - started, 2),
         "mteb_version": mteb.__version__,
     }
+    if config.decontamination_report:
+        manifest["training_data_decontamination"] = _decontamination(config.decontamination_report)
     others = [load_run(p) for p in config.compare_with]
     # report and chart first, manifest last: a folder with a manifest is complete
     write_report([*others, manifest], out, config.reference_scores, config.reference_models,
