@@ -12,7 +12,10 @@ Between generate and train, when `decontaminate.enabled` (the default) and train
 decontamination pass (`synth.decontaminate_stage`) copies the generated examples into
 `<output_root>/decontaminate` without the rows that overlap a text of the configured evaluation tasks, and
 training reads that folder instead of the generate folder. Its count and examples appear in the summary
-and in the fine-tuned model's evaluation report.
+and in the fine-tuned model's evaluation report. When `consistency.enabled`, the consistency pass
+(`synth.consistency`) then reads that folder and writes `<output_root>/consistency` without the rows
+whose hard negative an embedder does not score below the positive by the margin; training reads the
+last pass's folder.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from synthembed.packaged import is_named_model
 from synthembed.serve.config import ServeConfig
 from synthembed.stage import write_json
 from synthembed.synth.config import GenerateConfig
+from synthembed.synth.consistency import ConsistencyConfig
 from synthembed.synth.decontaminate import DecontaminateConfig
 from synthembed.synth.stats import GenerateStats
 from synthembed.train.config import DataSource, TrainConfig
@@ -55,6 +59,9 @@ class PipelineConfig(StrictModel):
     decontaminate: DecontaminateConfig = Field(
         default_factory=DecontaminateConfig,
         description="remove generated rows overlapping the evaluate.tasks texts before training; `false` turns it off")
+    consistency: ConsistencyConfig = Field(
+        default_factory=ConsistencyConfig,
+        description="after decontamination: drop rows whose hard negative an embedder scores above the positive")
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig
     serve: ServeConfig = Field(default_factory=ServeConfig)
@@ -66,10 +73,16 @@ def labeled_sources(config: PipelineConfig) -> list[DataSource]:
     return [d for d in config.train.data if Path(d.path).expanduser().resolve() not in generated]
 
 
+def data_passes(config: PipelineConfig) -> list[str]:
+    """The enabled filter passes between generate and train, in order; each reads the previous one's folder."""
+    return [name for name, on in (("decontaminate", config.decontaminate.enabled),
+                                  ("consistency", config.consistency.enabled)) if on]
+
+
 def training_input(config: PipelineConfig) -> Path:
-    """The folder training reads the generated examples from: the decontaminated copy, or the generate folder."""
+    """The folder training reads the generated examples from: the last filter pass's, or the generate folder."""
     root = Path(config.output_root).expanduser().resolve()
-    return root / ("decontaminate" if config.decontaminate.enabled else "generate")
+    return root / ([*["generate"], *data_passes(config)][-1])
 
 
 def wire(config: PipelineConfig) -> PipelineConfig:
@@ -184,8 +197,8 @@ def run(config: PipelineConfig) -> dict:
     from synthembed.train.run import stage_folder as train_folder
 
     stage("generate", lambda: generate_folder(config.generate).complete(), lambda: synth.run(config.generate))
-    if config.decontaminate.enabled and "train" in config.stages:
-        _decontaminate(config, root, timings)
+    if "train" in config.stages:
+        _data_passes(config, root, timings)
     # Fingerprints are computed when a stage is reached: they read the manifests the stage before wrote.
     stage("train", lambda: train_folder(config.train).complete(), lambda: train.run(config.train))
     base_eval, tuned_eval = evaluation_configs(config)
@@ -205,19 +218,27 @@ def run(config: PipelineConfig) -> dict:
     return summary
 
 
-def _decontaminate(config: PipelineConfig, root: Path, timings: dict) -> None:
-    """The pass between generate and train (see the module docstring); skipped when complete."""
-    from synthembed.synth import decontaminate_stage
+def _data_passes(config: PipelineConfig, root: Path, timings: dict) -> None:
+    """The filter passes between generate and train (see the module docstring); each skipped when complete."""
+    from synthembed.synth import consistency, decontaminate_stage
 
-    args = (root / "generate", root / "decontaminate", config.evaluate.tasks, config.decontaminate)
-    if decontaminate_stage.stage_folder(*args).complete():
-        log.info("stage decontaminate: complete for its current inputs and settings, skipping")
-        timings["decontaminate"] = "skipped (complete)"
-        return
-    log.info("stage decontaminate: starting")
-    t0 = time.time()
-    decontaminate_stage.run(*args)
-    timings["decontaminate"] = round(time.time() - t0, 1)
+    source = root / "generate"
+    for name in data_passes(config):
+        if name == "decontaminate":
+            args = (source, root / name, config.evaluate.tasks, config.decontaminate)
+            folder, run_pass = decontaminate_stage.stage_folder(*args), decontaminate_stage.run
+        else:
+            args = (source, root / name, config.consistency, config.train.model)
+            folder, run_pass = consistency.stage_folder(*args), consistency.run
+        if folder.complete():
+            log.info("stage %s: complete for its current inputs and settings, skipping", name)
+            timings[name] = "skipped (complete)"
+        else:
+            log.info("stage %s: starting", name)
+            t0 = time.time()
+            run_pass(*args)
+            timings[name] = round(time.time() - t0, 1)
+        source = root / name
 
 
 def collect_summary(root: Path, config: PipelineConfig) -> dict:
@@ -240,6 +261,11 @@ def collect_summary(root: Path, config: PipelineConfig) -> dict:
         r = json.loads(report.read_text())
         out["decontamination"] = {k: r[k] for k in ("examples_in", "examples_kept", "removed", "by_task", "by_rule",
                                                     "eval_texts", "notes", "examples")}
+    report = root / "consistency" / "report.json"
+    if config.consistency.enabled and report.is_file():
+        r = json.loads(report.read_text())
+        out["consistency"] = {k: r[k] for k in ("examples_in", "examples_kept", "removed", "scorer", "margin",
+                                                "action", "margin_quantiles", "by_task_type")}
     manifest = root / "train" / "manifest.json"
     if manifest.is_file():
         train = json.loads(manifest.read_text())
@@ -280,6 +306,10 @@ def format_summary(summary: dict) -> str:
         lines.append("data: " + json.dumps(summary["data"], default=str)[:1500])
     if "decontamination" in summary:
         lines += decontamination_lines(summary["decontamination"])
+    if "consistency" in summary:
+        c = summary["consistency"]
+        lines.append(f"consistency ({c['scorer']}, margin {c['margin']}, {c['action']}): removed {c['removed']} of "
+                     f"{c['examples_in']} rows; margin quantiles {json.dumps(c['margin_quantiles'])}")
     if "training" in summary:
         t = summary["training"]
         lines.append(f"training: {t['steps']} steps, loss {t['first_loss']} -> {t['final_loss']} (curve: {t['curve_png']})")

@@ -19,7 +19,10 @@ has weak last-token vectors, so a teacher is the stronger judge where its langua
 
 from __future__ import annotations
 
+import json
 import logging
+from collections import Counter
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -76,3 +79,68 @@ def load_scorer(config: ConsistencyConfig, base_model):
     else:
         model = EvalModelConfig(source=config.model, max_length=config.max_length, batch_size=config.batch_size)
     return LoadedEncoder(make_spec(model))
+
+
+# ------------------------------------------------------------------------------------------ the pass
+# `<output_root>/consistency/` between decontamination and training, when `consistency.enabled`:
+#     examples/*.parquet   the kept rows (with action flag: every row), what training reads
+#     removed.parquet      the dropped rows, with `reason` "inconsistent: margin <m> < <required>"
+#     margins.parquet      every row's id and margin (NaN: no hard negative), for flag mode and for analysis
+#     report.json          counts per task type, the margin distribution, a few dropped examples
+# Its fingerprint covers the input folder's manifest, the scorer and the margin, like every stage's.
+VERSION = 1
+
+
+def stage_folder(source: str | Path, out: str | Path, config: ConsistencyConfig, base_model):
+    from synthembed import stage
+
+    scorer = base_model.model_dump(mode="json") if config.model == "base" else config.model
+    return stage.StageFolder(out, "consistency", stage.fingerprint(
+        config.model_dump(mode="json"), scorer, stage.input_fingerprint(source), VERSION))
+
+
+def run(source: str | Path, out: str | Path, config: ConsistencyConfig, base_model) -> Path:
+    """Score every row of the examples folder `source` and write the consistent ones into `out`."""
+    import pyarrow as pa
+
+    from synthembed import stage
+    from synthembed.synth.ledger import read_dir, write_atomic
+    from synthembed.synth.schema import EXAMPLE_SCHEMA
+
+    folder = stage_folder(source, out, config, base_model)
+    if folder.complete():
+        return folder.path
+    folder.begin(json.dumps({"source": str(source), "consistency": config.model_dump(mode="json")}, indent=2) + "\n")
+    rows = read_dir(Path(source) / "examples", EXAMPLE_SCHEMA).to_pylist()
+    encoder = load_scorer(config, base_model)
+    m = margins(encoder, [r["instruction"] for r in rows], [r["query"] for r in rows],
+                [r["positive"] for r in rows], [r["hard_negative"] for r in rows]) if rows else np.zeros(0)
+    keep = consistent(m, config.margin)
+    if config.action == "flag":
+        keep[:] = True
+    kept = [r for r, k in zip(rows, keep) if k]
+    dropped = [{**r, "reason": f"{REASON}: margin {v:.3f} < {config.margin}", "consistency_margin": float(v)}
+               for r, v, k in zip(rows, m, keep) if not k]
+    removed_schema = pa.schema([*EXAMPLE_SCHEMA, pa.field("reason", pa.string()),
+                                pa.field("consistency_margin", pa.float32())])
+    write_atomic(pa.Table.from_pylist(kept, schema=EXAMPLE_SCHEMA), folder.path / "examples" / "part-00000.parquet")
+    write_atomic(pa.Table.from_pylist(dropped, schema=removed_schema), folder.path / "removed.parquet")
+    write_atomic(pa.table({"id": [r["id"] for r in rows], "consistency_margin": pa.array(m, pa.float32())}),
+                 folder.path / "margins.parquet")
+    scored = m[~np.isnan(m)]
+    report = {
+        "examples_in": len(rows), "examples_kept": len(kept), "removed": len(dropped),
+        "flagged_below_margin": int((~consistent(m, config.margin)).sum()) if config.action == "flag" else 0,
+        "scorer": config.model, "margin": config.margin, "action": config.action,
+        "scored_rows": int(scored.size),
+        "margin_quantiles": {q: float(np.quantile(scored, q)) for q in (0.1, 0.5, 0.9)} if scored.size else {},
+        "by_task_type": dict(Counter(r["task_type"] for r in dropped).most_common()),
+        "examples": [{"query": r["query"][:160], "positive": r["positive"][:160],
+                      "hard_negative": (r["hard_negative"] or "")[:160], "margin": r["consistency_margin"]}
+                     for r in dropped[:5]],
+    }
+    stage.write_json(folder.path / "report.json", report)
+    folder.finish(report)
+    log.info("consistency: removed %d of %d rows (scorer %s, margin %s)", len(dropped), len(rows), config.model,
+             config.margin)
+    return folder.path
