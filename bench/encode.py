@@ -46,10 +46,12 @@ def mixed_length_texts(tokenizer, n: int, seed: int = 0) -> list[str]:
     return texts
 
 
-def load_sides(model: str, dtype: str):
+def load_sides(model: str, dtype: str, compile_ours: bool = False):
     from sentence_transformers import SentenceTransformer, models
 
     ours = Embedder.load(model, max_length=512, padding_side="left", dtype=dtype)
+    if compile_ours:  # the experiment of --compile: inductor with dynamic shapes (lengths vary per batch)
+        ours.model = torch.compile(ours.model, dynamic=True)
     folder = str(resolve_model_dir(model))
     # sentence-transformers 6 renders text through the tokenizer's chat template when it has one
     # (SmolLM2's does): pin it to plain text so both sides embed the same tokens.
@@ -64,8 +66,9 @@ def load_sides(model: str, dtype: str):
     return ours, theirs
 
 
-def measure(model: str, dtype: str, texts: list[str], batch_size: int, repeats: int) -> dict:
-    ours, theirs = load_sides(model, dtype)
+def measure(model: str, dtype: str, texts: list[str], batch_size: int, repeats: int,
+            compile_ours: bool = False) -> dict:
+    ours, theirs = load_sides(model, dtype, compile_ours)
     eos = ours.tokenizer.eos_token
     lengths = [len(x) for x in ours.tokenize(texts)]
 
@@ -108,6 +111,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--compile", action="store_true", help="torch.compile our model (an experiment)")
+    parser.add_argument("--name", default="encode", help="results file name (bench/results/<name>.json)")
     args = parser.parse_args()
     load_start = os.getloadavg()
     dtypes = args.dtypes.split(",")
@@ -116,7 +121,7 @@ def main() -> None:
     rows = {}
     for dtype in dtypes:
         peak_before = matmul_flop_per_s(dtype)
-        r = measure(args.model, dtype, texts, args.batch_size, args.repeats)
+        r = measure(args.model, dtype, texts, args.batch_size, args.repeats, args.compile)
         peak_after = matmul_flop_per_s(dtype)
         # the roofline of this row: the mean of the matmul rate just before and just after it
         peak = {**peak_before, "flop_per_s": (peak_before["flop_per_s"] + peak_after["flop_per_s"]) / 2,
@@ -148,10 +153,11 @@ def main() -> None:
         "model": args.model, "texts": args.texts, "batch_size": args.batch_size, "repeats": args.repeats,
         "token_lengths": {"min": min(lengths), "max": max(lengths), "mean": float(np.mean(lengths))},
         "padding_side": "left", "auto_dtype_here": precision.describe(torch.device("cpu")),
+        "ours_compiled": args.compile,
     }
     payload["loadavg_at_start"] = load_start
     payload["command"] = "python bench/encode.py " + " ".join(sys.argv[1:])
-    print(f"wrote {write_result('encode', payload)}")
+    print(f"wrote {write_result(args.name, payload)}")
 
 
 if __name__ == "__main__":
