@@ -174,6 +174,8 @@ def sentence_transformers_side(cached: bool, bf16: bool = False) -> dict:
 
 def _step_flop_per_example() -> float:
     """Useful FLOP per training example (query + positive + hard negative): 2x their forward FLOP."""
+    from roofline import forward_flop_per_token
+
     from synthembed.model import Embedder, format_text
 
     emb = Embedder.load(MODEL, max_length=MAX_LENGTH, dtype="float32")
@@ -210,7 +212,7 @@ def _side_in_subprocess(name: str) -> dict:
 
 def main() -> None:
     from common import spread, write_result
-    from roofline import forward_flop_per_token, matmul_flop_per_s, roofline
+    from roofline import matmul_flop_per_s, roofline
 
     if not DATA.is_dir():
         from quality_data import build
