@@ -36,7 +36,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="precision-eval-") as tmp:
         for dtype in ("float32", "bfloat16"):
             cfg = load_config(EvaluateConfig, ROOT / "configs" / "cpu-tiny.yaml", [
-                f"evaluate.model.source={model}", f"evaluate.model.dtype={dtype}", "evaluate.ray.enabled=false",
+                # kind decoder: a merged folder also loads as sentence-transformers (no instructions, no dtype)
+                f"evaluate.model.source={model}", f"evaluate.model.dtype={dtype}", "evaluate.model.kind=decoder",
+                "evaluate.ray.enabled=false",
                 f"evaluate.output_dir={tmp}/{dtype}", "evaluate.classification_protocols=[mteb]",
                 f"evaluate.cache_path={tmp}/cache.sqlite"], section="evaluate")
             t0 = time.time()
