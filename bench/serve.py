@@ -239,6 +239,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="served/in-process runs of the headline point")
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                         help="serve.model.dtype for every side (auto: settled here, by model.precision)")
+    parser.add_argument("--name", default=None, help="results file name (default serve, or serve_vllm with --vllm)")
     parser.add_argument("--vllm", action="store_true",
                         help="also serve through the vLLM backend (replicas on .venv-vllm's python), same points")
     args = parser.parse_args()
@@ -404,7 +405,7 @@ def main() -> None:
             [str(REPO / ".venv-vllm" / "bin" / "python"), "-c", "import vllm; print(vllm.__version__)"],
             capture_output=True, text=True).stdout.strip()
 
-    name = "serve_vllm" if args.vllm else "serve"  # the vLLM comparison keeps its own record
+    name = args.name or ("serve_vllm" if args.vllm else "serve")  # the vLLM comparison keeps its own record
     path = write_result(name, payload)
     chart(payload, RESULTS / f"{name}.png")
     print("roofline fraction at c=32, long: " + ", ".join(
