@@ -28,8 +28,8 @@ test-fast: setup
 	$(PY) -m pytest tests -q -ra -m "not slow"
 
 # Fine-tuning quality (bench/results/quality.json): configs/cpu-quality.yaml through `ray job submit`:
-# Qwen2.5-Coder-1.5B data (hours on 2 cores), decontaminated, Gemma 3 270M LoRA, base and fine-tuned scored
-# on the full local sets. `quality-generate` only starts or resumes the generation, in the background
+# Qwen2.5-Coder-1.5B data (hours on 2 cores), language-filtered and decontaminated, Gemma 3 270M LoRA, base
+# and fine-tuned scored on the full local sets; then the filter ablation on the same rows (subsets). `quality-generate` only starts or resumes the generation, in the background
 # (follow it in the dashboard; run it again after an interruption: finished rows are kept).
 quality-generate: setup-quality
 	./scripts/cluster.sh start
@@ -37,6 +37,7 @@ quality-generate: setup-quality
 	  python jobs/pipeline.py --config configs/cpu-quality.yaml --set 'stages=[generate]'
 quality: setup-quality
 	PROFILE=configs/cpu-quality.yaml SUMMARY=outputs/quality/summary.json ./scripts/demo.sh
+	$(PY) bench/quality_ablation.py outputs/quality/generate
 	$(PY) bench/quality.py outputs/quality
 
 # Local cluster: start a head on this machine, submit the pipeline, follow a job, stop.

@@ -52,22 +52,31 @@ def make_requests(cfg: GenerateConfig, n: int) -> list[dict]:
     return [request_row("example", r, cfg, 0, 0) for r in plan]
 
 
+def answer(cfg: GenerateConfig, srv: EmbeddedServer, request: dict, bounds: dict) -> tuple[dict | None, str | None, int]:
+    """One planned example request straight to the embedded server, no Ray: (fields, None, tokens out) when
+    the answer validates, else (None, reject code, tokens out); tokens count for rejected answers too."""
+    payload = chat_payload(cfg.engine, srv.alias, json.loads(request["messages"]), json.loads(request["schema"]),
+                           request["seed"])
+    out = settle_chat(post_chat(srv.base_url, payload))
+    try:
+        if out["error"]:
+            raise Rejected("engine_error", out["error"])
+        fields = validate_example(request["task_type"], parse_json_object(out["text"], out["finish_reason"]),
+                                  json.loads(request["placeholders"]), bounds)
+    except Rejected as rej:
+        return None, rej.code, out["tokens_out"]
+    return fields, None, out["tokens_out"]
+
+
 def direct(cfg: GenerateConfig, srv: EmbeddedServer, requests: list[dict]) -> dict:
     bounds = cfg.lengths.as_dict()
     t0 = time.perf_counter()
     valid = tokens = structural_fail = 0
     for r in requests:
-        payload = chat_payload(cfg.engine, srv.alias, json.loads(r["messages"]), json.loads(r["schema"]), r["seed"])
-        out = settle_chat(post_chat(srv.base_url, payload))
-        tokens += out["tokens_out"]
-        try:
-            if out["error"]:
-                raise Rejected("engine_error", out["error"])
-            validate_example(r["task_type"], parse_json_object(out["text"], out["finish_reason"]),
-                             json.loads(r["placeholders"]), bounds)
-            valid += 1
-        except Rejected as rej:
-            structural_fail += rej.code in STRUCTURAL
+        fields, code, n = answer(cfg, srv, r, bounds)
+        tokens += n
+        valid += fields is not None
+        structural_fail += code in STRUCTURAL
     wall = time.perf_counter() - t0
     return {"wall_s": wall, "valid": valid, "tokens_out": tokens, "schema_valid": len(requests) - structural_fail}
 

@@ -13,7 +13,6 @@ unknown, synth.language) and the reject reasons, the validator's and `wrong_lang
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections import Counter
@@ -23,16 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from common import write_result  # noqa: E402
+from generate import answer  # noqa: E402
 
 from synthembed.config import load_config  # noqa: E402
 from synthembed.synth.config import GenerateConfig  # noqa: E402
 from synthembed.synth.embedded import EmbeddedServer  # noqa: E402
-from synthembed.synth.engines import chat_payload, post_chat  # noqa: E402
 from synthembed.synth.language import check_row  # noqa: E402
-from synthembed.synth.parse import Rejected, parse_json_object, validate_example  # noqa: E402
 from synthembed.synth.plan import build_plan, request_row  # noqa: E402
 from synthembed.synth.tasks import ASYMMETRIC, SPECS, TASK_TYPES, allocate_counts  # noqa: E402
-from synthembed.synth.transport import settle_chat  # noqa: E402
 
 PROFILES = {"smollm2-135m": ROOT / "configs" / "cpu-tiny.yaml", "qwen2.5-coder-1.5b": ROOT / "configs" / "cpu-quality.yaml"}
 
@@ -50,16 +47,10 @@ def run_engine(cfg: GenerateConfig, requests: list[dict], bounds: dict, log_dir:
     with EmbeddedServer(cfg.engine, log_path=log_dir / f"{cfg.engine.model}.log", startup_timeout_s=300) as srv:
         t0 = time.perf_counter()
         for r in requests:
-            payload = chat_payload(cfg.engine, srv.alias, json.loads(r["messages"]), json.loads(r["schema"]), r["seed"])
-            out = settle_chat(post_chat(srv.base_url, payload))
-            tokens += out["tokens_out"]
-            try:
-                if out["error"]:
-                    raise Rejected("engine_error", out["error"])
-                fields = validate_example(r["task_type"], parse_json_object(out["text"], out["finish_reason"]),
-                                          json.loads(r["placeholders"]), bounds)
-            except Rejected as rej:
-                reasons[rej.code] += 1
+            fields, code, n = answer(cfg, srv, r, bounds)
+            tokens += n
+            if fields is None:
+                reasons[code] += 1
                 continue
             row = {**fields, "task_type": r["task_type"], "language": r["language"],
                    "src_language": r["src_language"] or None, "tgt_language": r["tgt_language"] or None}

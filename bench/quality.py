@@ -104,7 +104,18 @@ def collect(root: Path) -> dict:
         "training": {k: train.get(k) for k in ("steps", "total_steps", "restarts", "examples", "first_loss", "final_loss",
                                                "median_examples_per_s", "wall_seconds", "base_model", "backend", "num_workers")},
         "training_data": {k: stats.get(k) for k in ("examples", "rejects", "by_task_type", "languages") if k in stats},
+        "ablation": _ablation(root / "generate"),
     }
+
+
+def _ablation(generated: Path) -> dict | None:
+    """bench/results/quality_ablation.json when it was run on this run's generated rows (bench/quality_ablation.py)."""
+    path = REPO / "bench" / "results" / "quality_ablation.json"
+    if not path.is_file():
+        return None
+    ablation = json.loads(path.read_text())
+    same = Path(ablation.get("generated", "")).resolve() == generated.resolve()
+    return {k: ablation[k] for k in ("arms", "arm_settings", "evaluation", "epochs")} if same else None
 
 
 def main() -> None:

@@ -329,3 +329,55 @@ def test_stats_count_unique_instructions_and_language_verdicts(tmp_path, texts):
     assert st.reject_reasons == {"wrong_language": 2}
     md = summary_md(st)
     assert "Unique task instructions: **3**" in md and "| German | 5 | 1 | 0 |" in md
+
+
+def test_language_pass_drops_flagged_mismatches_and_keeps_unknown_rows(tmp_path, texts):
+    """generate.language_check: flag keeps every row; the pipeline's language pass drops the mismatched ones."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from synthembed.synth import language_filter
+    from synthembed.synth.ledger import write_atomic
+    from synthembed.synth.schema import EXAMPLE_COLUMNS, EXAMPLE_SCHEMA
+    from synthembed.train.config import DataSource
+    from synthembed.train.data import read_source
+    from synthembed.workflow import PipelineConfig, wire
+
+    cases = {"de-ok": _sts(texts["German"], "German"), "de-en": _sts(texts["English"], "German"),
+             "ru-ok": _sts(texts["Russian"], "Russian"), "zh-ru": _sts(texts["Russian"], "Chinese (Simplified)"),
+             "short": _sts(["Ja.", "Nein.", "Gut."], "German")}
+    rows = []
+    for i, (name, engine_row) in enumerate(cases.items()):
+        kind, rec = _validate(engine_row, mode="flag")
+        assert kind == "example", name
+        rows.append({**{k: rec.get(k) for k in EXAMPLE_COLUMNS}, "id": name, "request_id": f"r{i}"})
+    source = tmp_path / "generate"
+    write_atomic(pa.Table.from_pylist(rows, schema=EXAMPLE_SCHEMA), source / "examples" / "p.parquet")
+    (source / "manifest.json").write_text('{"fingerprint": "abc"}')
+
+    out = language_filter.run(source, tmp_path / "language", language_filter.LanguageFilterConfig(enabled=True))
+    assert sorted(read_source(DataSource(path=str(out))).column("id").to_pylist()) == ["de-ok", "ru-ok", "short"]
+    removed = pq.read_table(out / "removed.parquet").to_pylist()
+    assert sorted(r["id"] for r in removed) == ["de-en", "zh-ru"]
+    assert all(r["reason"].startswith("wrong_language: ") and "asked" in r["reason"] for r in removed)
+    report = json.loads((out / "report.json").read_text())
+    assert report["removed_by_language"] == {"German": 1, "Chinese (Simplified)": 1}
+
+    # the pipeline runs it first and trains on the last pass's folder; it needs the verdicts
+    base = {"output_root": str(tmp_path), "evaluate": {"tasks": [{"name": "STSBenchmark"}]},
+            "generate": {"language_check": "flag"}, "language_filter": True, "decontaminate": False}
+    assert wire(PipelineConfig.model_validate(base)).train.data[0].path == str(tmp_path.resolve() / "language")
+    with pytest.raises(ValueError, match="generate.language_check: flag"):
+        PipelineConfig.model_validate({**base, "generate": {"language_check": "off"}})
+
+
+def test_a_python_without_the_detector_is_told_the_fix(monkeypatch):
+    import importlib.util
+
+    from synthembed.synth import language
+
+    language.require_detector()  # this environment has it
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "py3langid" else real(name, *a))
+    with pytest.raises(RuntimeError, match=r"py3langid.*pip install.*language_check: off"):
+        language.require_detector()

@@ -54,6 +54,18 @@ def _submit(ray_cluster: str, sid: str, args: list[str], wait: bool = True, time
     return proc
 
 
+def _job_status(ray_cluster: str, sid: str) -> str:
+    from ray.job_submission import JobSubmissionClient
+
+    return str(JobSubmissionClient(ray_cluster).get_job_status(sid).value)
+
+
+def _job_logs(ray_cluster: str, sid: str) -> str:
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(ray_cluster).get_job_logs(sid)[-5000:]
+
+
 def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
@@ -92,7 +104,8 @@ def test_generation_on_vllm_in_ray_data_stops_and_resumes(ray_cluster, vllm_pyth
     deadline = time.time() + 900
     while not _parts(out / "examples"):  # stop it once the first examples are committed
         assert time.time() < deadline, "no example committed in 15 minutes"
-        time.sleep(1)
+        assert _job_status(ray_cluster, sid + "-1") in ("PENDING", "RUNNING"), _job_logs(ray_cluster, sid + "-1")
+        time.sleep(2)
     subprocess.run([str(VENV_BIN / "ray"), "job", "stop", "--address", ray_cluster, sid + "-1"], env=_env(),
                    capture_output=True, timeout=120)
     first = {p.name: p.read_bytes() for p in _parts(out / "examples")}
@@ -105,11 +118,16 @@ def test_generation_on_vllm_in_ray_data_stops_and_resumes(ray_cluster, vllm_pyth
     raw = [i for p in _parts(out / "examples") for i in pq.read_table(p).column("request_id").to_pylist()]
     assert len(raw) == len(set(raw)) == len(examples), "a committed request was generated again"
     assert examples and {r["generator"] for r in examples} == {"vllm-cpu:smollm2-135m"}
-    assert len({r["task_type"] for r in examples}) >= 3  # several task types
+    # Several task types reached the engine and came back answered. Which of them the 135M model turns into a
+    # valid example varies from run to run (CI once kept 2 types), so valid examples are not counted per type.
+    answered = examples + [r for r in rejects if r["stage"] == "example" and not r["reason"].startswith("engine_error")]
+    assert len({r["task_type"] for r in answered}) >= 3, [(r["task_type"], r.get("reason")) for r in answered]
     for r in examples:  # real token counts from the engine, per row
         assert r["query"] and r["positive"] and r["tokens_in"] > 0 and r["tokens_out"] > 0
     for r in rejects:
         assert r["reason"].split(":")[0] in REASONS
+        if not r["reason"].startswith("engine_error"):
+            assert r["tokens_in"] > 0, r  # the engine answered, with its prompt's token count
     stats = json.loads((out / "stats.json").read_text())
     assert stats["tokens_out"] > 0 and stats["tokens_in"] > 0
     assert json.loads((out / "manifest.json").read_text())["complete"] is True

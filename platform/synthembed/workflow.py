@@ -8,7 +8,10 @@ of one whose output changed. The stages are wired by path here and nowhere else:
 feed training, the merged model feeds evaluation (beside the base model, for the comparison table) and
 serving.
 
-Between generate and train, when `decontaminate.enabled` (the default) and training is requested, the
+Between generate and train, when `language_filter: true`, the language pass (`synth.language_filter`)
+first drops the rows the generator's language check flagged as written in another language than asked
+(`generate.language_check: flag` keeps them on disk, so the same data trains with or without the filter).
+Then, when `decontaminate.enabled` (the default) and training is requested, the
 decontamination pass (`synth.decontaminate_stage`) copies the generated examples into
 `<output_root>/decontaminate` without the rows that overlap a text of the configured evaluation tasks, and
 training reads that folder instead of the generate folder. Its count and examples appear in the summary
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 import pyarrow.parquet as pq
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from synthembed.config import StrictModel
 from synthembed.embed import EmbedConfig
@@ -39,6 +42,7 @@ from synthembed.stage import write_json
 from synthembed.synth.config import GenerateConfig
 from synthembed.synth.consistency import ConsistencyConfig
 from synthembed.synth.decontaminate import DecontaminateConfig
+from synthembed.synth.language_filter import LanguageFilterConfig
 from synthembed.synth.stats import GenerateStats
 from synthembed.train.config import DataSource, TrainConfig
 from synthembed.train.data import mixed_size, source_files
@@ -56,6 +60,9 @@ class PipelineConfig(StrictModel):
     stages: list[Literal["generate", "train", "evaluate", "deploy"]] = Field(default_factory=lambda: list(STAGES))
     embed: EmbedConfig | None = Field(None, description="used by jobs/embed.py only")
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    language_filter: LanguageFilterConfig = Field(
+        default_factory=LanguageFilterConfig,
+        description="drop rows the generator flagged as written in another language (generate.language_check: flag)")
     decontaminate: DecontaminateConfig = Field(
         default_factory=DecontaminateConfig,
         description="remove generated rows overlapping the evaluate.tasks texts before training; `false` turns it off")
@@ -66,6 +73,13 @@ class PipelineConfig(StrictModel):
     evaluate: EvaluateConfig
     serve: ServeConfig = Field(default_factory=ServeConfig)
 
+    @model_validator(mode="after")
+    def _language_filter_needs_verdicts(self):
+        if self.language_filter.enabled and self.generate.language_check == "off":
+            raise ValueError("language_filter: true reads the verdicts of the generator's language check, but "
+                             "generate.language_check is off: set generate.language_check: flag")
+        return self
+
 
 def labeled_sources(config: PipelineConfig) -> list[DataSource]:
     """train.data minus the entry that names the generate section's own output (a stage job's link)."""
@@ -75,7 +89,8 @@ def labeled_sources(config: PipelineConfig) -> list[DataSource]:
 
 def data_passes(config: PipelineConfig) -> list[str]:
     """The enabled filter passes between generate and train, in order; each reads the previous one's folder."""
-    return [name for name, on in (("decontaminate", config.decontaminate.enabled),
+    return [name for name, on in (("language", config.language_filter.enabled),
+                                  ("decontaminate", config.decontaminate.enabled),
                                   ("consistency", config.consistency.enabled)) if on]
 
 
@@ -220,11 +235,14 @@ def run(config: PipelineConfig) -> dict:
 
 def _data_passes(config: PipelineConfig, root: Path, timings: dict) -> None:
     """The filter passes between generate and train (see the module docstring); each skipped when complete."""
-    from synthembed.synth import consistency, decontaminate_stage
+    from synthembed.synth import consistency, decontaminate_stage, language_filter
 
     source = root / "generate"
     for name in data_passes(config):
-        if name == "decontaminate":
+        if name == "language":
+            args = (source, root / name, config.language_filter)
+            folder, run_pass = language_filter.stage_folder(*args), language_filter.run
+        elif name == "decontaminate":
             args = (source, root / name, config.evaluate.tasks, config.decontaminate)
             folder, run_pass = decontaminate_stage.stage_folder(*args), decontaminate_stage.run
         else:
@@ -256,6 +274,10 @@ def collect_summary(root: Path, config: PipelineConfig) -> dict:
             "unique_instructions": s.unique_instructions,
             "language_check": {lang: c.model_dump() for lang, c in s.language_check.items()},
         }
+    report = root / "language" / "report.json"
+    if config.language_filter.enabled and report.is_file():
+        r = json.loads(report.read_text())
+        out["language_filter"] = {k: r[k] for k in ("examples_in", "examples_kept", "removed", "removed_by_language")}
     report = root / "decontaminate" / "report.json"
     if config.decontaminate.enabled and report.is_file():
         r = json.loads(report.read_text())
@@ -304,6 +326,10 @@ def format_summary(summary: dict) -> str:
     lines.append("stage wall time (s): " + ", ".join(f"{k}={v}" for k, v in summary.get("stage_seconds", {}).items()))
     if "data" in summary:
         lines.append("data: " + json.dumps(summary["data"], default=str)[:1500])
+    if "language_filter" in summary:
+        f = summary["language_filter"]
+        lines.append(f"language filter: removed {f['removed']} of {f['examples_in']} rows in another language than "
+                     f"asked ({json.dumps(f['removed_by_language'], ensure_ascii=False)})")
     if "decontamination" in summary:
         lines += decontamination_lines(summary["decontamination"])
     if "consistency" in summary:

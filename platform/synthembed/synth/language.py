@@ -143,6 +143,17 @@ def _identifier():
     return ident
 
 
+def require_detector() -> None:
+    """Fail with the fix when this Python lacks py3langid (an environment built before it was a dependency)."""
+    import importlib.util
+    import sys
+
+    if importlib.util.find_spec("py3langid") is None:
+        raise RuntimeError(f"generate.language_check needs py3langid, which {sys.executable} does not have: "
+                           "`pip install 'py3langid>=0.4,<0.5'` (or reinstall synthembed: pip install -e .), "
+                           "or set generate.language_check: off")
+
+
 def supported_codes() -> frozenset[str]:
     """The detector's codes among ours (after the restriction)."""
     return frozenset(_identifier().labels)

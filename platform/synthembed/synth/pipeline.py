@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from synthembed import stage
 from synthembed.config import dump_config
+from synthembed.synth import language
 from synthembed.synth import languages as langs
 from synthembed.synth.config import GenerateConfig
 from synthembed.synth.embedded import EngineFailed
@@ -140,6 +141,8 @@ def run(config: GenerateConfig) -> Path:
         return out
     folder.begin(dump_config(config))
     langs.resolve_weights(config.language_weights, config.languages)  # fail on bad names before any work
+    if config.language_check != "off":
+        language.require_detector()  # here, once, not as a stack trace from every Ray Data block
     if not ray.is_initialized():
         ray.init()  # RAY_ADDRESS (set by `ray job submit`) or a local cluster
     started = time.time()

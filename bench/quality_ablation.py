@@ -1,0 +1,119 @@
+"""What each data filter is worth: the quality recipe's training, on the same generated rows, one filter added at a time.
+
+Arms (each adds one thing to the one before; decontamination is on in every arm, so no arm trains on
+evaluation text):
+
+    none         every generated row (generate.language_check: flag keeps the mismatched ones on disk)
+    language     + the language pass (drops rows flagged as written in another language than asked)
+    consistency  + the consistency pass (consistency.model scores q/p/n; drops rows with margin < 0)
+    fn_mask      + train.false_negative_margin 0.1 (in-batch negatives above the positive - 0.1 are masked)
+
+Each arm is the configs/cpu-quality.yaml pipeline through `ray job submit` (stages train, evaluate), with
+`<arm>/generate` a link to the one finished generation, evaluated on the pipeline's subsets (cpu-tiny's
+task list: ablation differences, not headline scores; the headline is `make quality` on the full sets).
+The base model's scores are the same for every arm (its embeddings are cached after the first).
+
+    .venv/bin/python bench/quality_ablation.py [outputs/quality/generate] [--epochs N]
+
+Writes bench/results/quality_ablation.json: per arm the training rows, steps, final loss and per-task
+tuned scores with the delta over `none`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+ARMS = {
+    "none": {"language_filter": False},
+    "language": {"language_filter": True},
+    "consistency": {"language_filter": True, "consistency": {"enabled": True}},
+    "fn_mask": {"language_filter": True, "consistency": {"enabled": True}, "train": {"false_negative_margin": 0.1}},
+}
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def arm_profile(arm: str, root: Path, generated: Path, epochs: int | None) -> Path:
+    quality = yaml.safe_load((REPO / "configs" / "cpu-quality.yaml").read_text())
+    subsets = yaml.safe_load((REPO / "configs" / "cpu-tiny.yaml").read_text())["evaluate"]["tasks"]
+    over = merge(ARMS[arm], {"output_root": str(root), "stages": ["train", "evaluate"],
+                             "evaluate": {"tasks": subsets, "classification_protocols": ["mteb"]}})
+    if epochs:
+        over = merge(over, {"train": {"epochs": epochs}})
+    profile = merge(quality, over)
+    root.mkdir(parents=True, exist_ok=True)
+    link = root / "generate"
+    if not link.exists():
+        link.symlink_to(generated.resolve(), target_is_directory=True)
+    path = root / "profile.yaml"
+    path.write_text(yaml.safe_dump(profile, sort_keys=False))
+    return path
+
+
+def arm_result(root: Path) -> dict:
+    from quality import task_scores
+
+    tuned = task_scores(json.loads((root / "evaluate" / "tuned" / "manifest.json").read_text()))
+    base = task_scores(json.loads((root / "evaluate" / "base" / "manifest.json").read_text()))
+    train = json.loads((root / "train" / "manifest.json").read_text())
+    mean = lambda d: round(sum(d.values()) / len(d), 2)  # noqa: E731
+    passes = {}
+    for name in ("language", "decontaminate", "consistency"):
+        report = root / name / "report.json"
+        if report.is_file():
+            r = json.loads(report.read_text())
+            passes[name] = {"in": r["examples_in"], "kept": r["examples_kept"]}
+    return {"passes": passes, "train_rows": train.get("examples"), "steps": train.get("steps"),
+            "first_loss": train.get("first_loss"), "final_loss": train.get("final_loss"),
+            "tuned": {t: mean(v) for t, v in tuned.items()}, "base": {t: mean(v) for t, v in base.items()}}
+
+
+def main() -> None:
+    from common import write_result
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("generated", nargs="?", default=str(REPO / "outputs" / "quality" / "generate"))
+    ap.add_argument("--out", default=str(REPO / "outputs" / "quality-ablation"))
+    ap.add_argument("--epochs", type=int, default=None, help="override train.epochs (default: the profile's)")
+    ap.add_argument("--arms", default=",".join(ARMS))
+    args = ap.parse_args()
+    generated = Path(args.generated).resolve()
+    if not (generated / "manifest.json").is_file():
+        raise SystemExit(f"{generated}: no finished generation; run `make quality-generate` and let it finish")
+    subprocess.run([str(REPO / "scripts" / "cluster.sh"), "start"], check=True, cwd=REPO)
+    results = {}
+    for arm in args.arms.split(","):
+        root = Path(args.out).resolve() / arm
+        profile = arm_profile(arm, root, generated, args.epochs)
+        print(f"== arm {arm}: {profile}", flush=True)
+        subprocess.run([str(REPO / "scripts" / "cluster.sh"), "submit", "--submission-id",
+                        f"ablation-{arm}-{os.getpid()}", "--", "python", "jobs/pipeline.py", "--config", str(profile)],
+                       check=True, cwd=REPO)
+        results[arm] = arm_result(root)
+    ref = results.get("none", {}).get("tuned", {})
+    for r in results.values():
+        r["delta_vs_none"] = {t: round(v - ref[t], 2) for t, v in r["tuned"].items() if t in ref}
+    payload = {"generated": str(generated), "arms": results, "arm_settings": {a: ARMS[a] for a in results},
+               "evaluation": "cpu-tiny subsets (see configs/cpu-tiny.yaml evaluate.tasks)",
+               "epochs": args.epochs}
+    print(json.dumps({a: r["tuned"] for a, r in results.items()}, indent=1))
+    print(f"wrote {write_result('quality_ablation', payload)}")
+
+
+if __name__ == "__main__":
+    main()
