@@ -59,6 +59,7 @@ def _filters(root: Path) -> dict:
     train_cfg = stage_config("train")
     return {
         "language_check": language_check,
+        "language_filter": (root / "language" / "manifest.json").is_file(),
         "decontaminate": (root / "decontaminate" / "manifest.json").is_file(),
         "consistency": (root / "consistency" / "manifest.json").is_file(),
         "false_negative_margin": train_cfg.get("false_negative_margin"),
