@@ -82,9 +82,10 @@ def collect(root: Path) -> dict:
         b = statistics.mean(base[task][s] for s in keep)
         t = statistics.mean(tuned[task][s] for s in keep)
         ref = [refs[(task, s)] for s in keep if (task, s) in refs]
+        full_set = all(s["rows"] == s["full_rows"] for s in tuned_m["scores"] if s["task"] == task)
         tasks[key] = {"base": round(b, 2), "tuned": round(t, 2), "delta": round(t - b, 2),
                       "reference": {REFERENCE_MODEL: round(statistics.mean(ref), 2) if len(ref) == len(keep) else None},
-                      "subsets": len(keep)}
+                      "subsets": len(keep), "full_set": full_set}
         details[key] = {s: {"base": base[task][s], "tuned": tuned[task][s]} for s in keep}
     rows = {f"{s['task']}/{s['subset']}": f"{s['rows']} of {s['full_rows']}" for s in tuned_m["scores"]}
     train = json.loads((root / "train" / "manifest.json").read_text())
