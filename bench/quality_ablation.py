@@ -9,8 +9,9 @@ evaluation text):
     fn_mask      + train.false_negative_margin 0.1 (in-batch negatives above the positive - 0.1 are masked)
 
 Each arm is the configs/cpu-quality.yaml pipeline through `ray job submit` (stages train, evaluate), with
-`<arm>/generate` a link to the one finished generation, evaluated on the pipeline's subsets (cpu-tiny's
-task list: ablation differences, not headline scores; the headline is `make quality` on the full sets).
+`<arm>/generate` a link to the one finished generation, evaluated on cpu-tiny's subsets of the three tasks
+the quality targets are set on (ablation differences, not headline scores; the headline is `make quality`
+on the full sets).
 The base model's scores are the same for every arm (its embeddings are cached after the first).
 
     .venv/bin/python bench/quality_ablation.py [outputs/quality/generate] [--epochs N]
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -74,7 +76,6 @@ def arm_result(root: Path) -> dict:
     tuned = task_scores(json.loads((root / "evaluate" / "tuned" / "manifest.json").read_text()))
     base = task_scores(json.loads((root / "evaluate" / "base" / "manifest.json").read_text()))
     train = json.loads((root / "train" / "manifest.json").read_text())
-    mean = lambda d: round(sum(d.values()) / len(d), 2)  # noqa: E731
     passes = {}
     for name in ("language", "decontaminate", "consistency"):
         report = root / name / "report.json"
@@ -83,7 +84,8 @@ def arm_result(root: Path) -> dict:
             passes[name] = {"in": r["examples_in"], "kept": r["examples_kept"]}
     return {"passes": passes, "train_rows": train.get("examples"), "steps": train.get("steps"),
             "first_loss": train.get("first_loss"), "final_loss": train.get("final_loss"),
-            "tuned": {t: mean(v) for t, v in tuned.items()}, "base": {t: mean(v) for t, v in base.items()}}
+            "tuned": {t: round(statistics.mean(v.values()), 2) for t, v in tuned.items()},
+            "base": {t: round(statistics.mean(v.values()), 2) for t, v in base.items()}}
 
 
 def main() -> None:
@@ -113,7 +115,7 @@ def main() -> None:
     for r in results.values():
         r["delta_vs_none"] = {t: round(v - ref[t], 2) for t, v in r["tuned"].items() if t in ref}
     payload = {"generated": str(generated), "arms": results, "arm_settings": {a: ARMS[a] for a in results},
-               "evaluation": "cpu-tiny subsets (see configs/cpu-tiny.yaml evaluate.tasks)",
+               "evaluation": "cpu-tiny's subsets (configs/cpu-tiny.yaml evaluate.tasks) of STSb, STSb-multi, Tatoeba",
                "epochs": args.epochs}
     print(json.dumps({a: r["tuned"] for a, r in results.items()}, indent=1))
     print(f"wrote {write_result('quality_ablation', payload)}")

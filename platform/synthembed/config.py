@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 __all__ = ["StrictModel", "ConfigError", "load_config", "load_job_config", "apply_overrides", "add_config_args", "dump_config"]
 
@@ -26,6 +26,15 @@ class StrictModel(BaseModel):
     """Base of every config section: unknown keys are errors, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class ToggleModel(StrictModel):
+    """A section that is on or off with settings: `section: true` (or false) alone sets its `enabled`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bool(cls, v):
+        return {"enabled": v} if isinstance(v, bool) else v
 
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field, model_validator
 
-from synthembed.config import StrictModel
+from synthembed.config import ToggleModel
 
 TEXT_FIELDS = ("query", "positive", "hard_negative")
 _MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit multiplier of the polynomial n-gram hash
@@ -48,7 +48,7 @@ _NO_SPACE = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\
                        r"\u1780-\u17ff\u1000-\u109f])")
 
 
-class DecontaminateConfig(StrictModel):
+class DecontaminateConfig(ToggleModel):
     """`decontaminate:` of a pipeline profile; `decontaminate: false` (or true) sets `enabled` alone."""
 
     enabled: bool = Field(True, description="remove generated rows that overlap the evaluation tasks' texts")
@@ -56,11 +56,6 @@ class DecontaminateConfig(StrictModel):
     short_ngram: int = Field(8, ge=2, description="n of the containment rules for texts shorter than long_ngram")
     min_exact_tokens: int = Field(4, ge=1, description="exact normalised matches count from this many tokens")
     examples: int = Field(5, ge=0, description="removed rows quoted in the summaries")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_bool(cls, v):
-        return {"enabled": v} if isinstance(v, bool) else v
 
     @model_validator(mode="after")
     def _order(self):

@@ -108,9 +108,13 @@ class RowVerdict:
 
     def detail(self) -> str:
         """The reject reason's detail: which fields came back in which language."""
-        bad = [f for f in self.fields if f.verdict == "mismatched"]
-        return "; ".join(f"{f.field} is {f.found} (p={f.confidence:.2f}), asked {f.asked} ({ISO_CODES[f.asked]})"
-                         for f in bad)
+        return mismatch_detail([asdict(f) for f in self.fields])
+
+
+def mismatch_detail(fields: list[dict]) -> str:
+    """Which fields came back in which language, from the field entries of a verdict (its `to_json` form)."""
+    return "; ".join(f"{f['field']} is {f['found']} (p={f['confidence']:.2f}), asked {f['asked']} ({ISO_CODES[f['asked']]})"
+                     for f in fields if f["verdict"] == "mismatched")
 
 
 def side_verdicts(verdict_json: str | None) -> dict[str, Verdict]:

@@ -20,10 +20,11 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from synthembed import stage
-from synthembed.config import StrictModel
+from synthembed.config import ToggleModel
+from synthembed.synth.language import mismatch_detail
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +32,11 @@ VERSION = 1
 REASON = "wrong_language"
 
 
-class LanguageFilterConfig(StrictModel):
+class LanguageFilterConfig(ToggleModel):
     """`language_filter:` of a pipeline profile; `language_filter: true` (or false) sets `enabled` alone."""
 
     enabled: bool = Field(False, description="drop rows whose language_verdict is mismatched (generate.language_check: flag)")
     examples: int = Field(5, ge=0, description="dropped rows quoted in the report")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_bool(cls, v):
-        return {"enabled": v} if isinstance(v, bool) else v
 
 
 def mismatched(verdict_json: str | None) -> bool:
@@ -61,9 +57,12 @@ def run(source: str | Path, out: str | Path, config: LanguageFilterConfig) -> Pa
         return folder.path
     folder.begin(json.dumps({"source": str(source), "language_filter": config.model_dump()}, indent=2) + "\n")
     rows = read_dir(Path(source) / "examples", EXAMPLE_SCHEMA).to_pylist()
-    kept = [r for r in rows if not mismatched(r["language_verdict"])]
-    dropped = [{**r, "reason": f"{REASON}: {_detail(r['language_verdict'])}"} for r in rows
-               if mismatched(r["language_verdict"])]
+    kept, dropped = [], []
+    for r in rows:
+        if mismatched(r["language_verdict"]):
+            dropped.append({**r, "reason": f"{REASON}: {mismatch_detail(json.loads(r['language_verdict'])['fields'])}"})
+        else:
+            kept.append(r)
     unchecked = sum(1 for r in rows if not r["language_verdict"])
     write_atomic(pa.Table.from_pylist(kept, schema=EXAMPLE_SCHEMA), folder.path / "examples" / "part-00000.parquet")
     write_atomic(pa.Table.from_pylist(dropped, schema=pa.schema([*EXAMPLE_SCHEMA, pa.field("reason", pa.string())])),
@@ -80,9 +79,3 @@ def run(source: str | Path, out: str | Path, config: LanguageFilterConfig) -> Pa
     folder.finish(report)
     log.info("language: removed %d of %d rows in another language than asked", len(dropped), len(rows))
     return folder.path
-
-
-def _detail(verdict_json: str) -> str:
-    fields = json.loads(verdict_json)["fields"]
-    return "; ".join(f"{f['field']} is {f['found']} (p={f['confidence']:.2f}), asked {f['asked']}"
-                     for f in fields if f["verdict"] == "mismatched")
