@@ -60,6 +60,17 @@ def _job_status(ray_cluster: str, sid: str) -> str:
     return str(JobSubmissionClient(ray_cluster).get_job_status(sid).value)
 
 
+def _stop_job(ray_cluster: str, sid: str) -> None:
+    """Stop the job and wait until it is no longer running."""
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(ray_cluster)
+    client.stop_job(sid)
+    deadline = time.time() + 120
+    while str(client.get_job_status(sid).value) in ("PENDING", "RUNNING") and time.time() < deadline:
+        time.sleep(1)
+
+
 def _job_logs(ray_cluster: str, sid: str) -> str:
     from ray.job_submission import JobSubmissionClient
 
@@ -94,40 +105,44 @@ def _parts(folder: Path) -> list[Path]:
 
 def test_generation_on_vllm_in_ray_data_stops_and_resumes(ray_cluster, vllm_python, tmp_path):
     out = tmp_path / "gen"
-    # Two sequences in the engine at a time: examples are committed in pairs while the rest are still coming,
-    # so the stop below lands mid-way (with a wide batch the whole pass finishes at once).
+    # Two sequences in the engine at a time and small commits, so the pass takes minutes and the stop below lands
+    # mid-way (with a wide batch the whole pass finishes at once).
     sets = [f"generate.output_dir={out}", "generate.num_examples=12", "generate.commit_every=2",
             "generate.engine.batch_size=2", "generate.engine.engine_kwargs.max_num_seqs=2"]
     args = ["-m", "synthembed", "generate", "--config", "configs/cpu-vllm.yaml", *[x for s in sets for x in ("--set", s)]]
     sid = f"vllm-gen-{os.getpid()}"
     _submit(ray_cluster, sid + "-1", args, wait=False)
+    # Stop it once its first rows are committed. Rejects are committed as they come, valid examples often only
+    # at the end of the pass (CI once saw the whole run finish between the first example part and the stop),
+    # so either folder counts.
+    committed = lambda: _parts(out / "examples") + _parts(out / "rejects")  # noqa: E731
     deadline = time.time() + 900
-    while not _parts(out / "examples"):  # stop it once the first examples are committed
-        assert time.time() < deadline, "no example committed in 15 minutes"
+    while not committed():
+        assert time.time() < deadline, "no row committed in 15 minutes"
         assert _job_status(ray_cluster, sid + "-1") in ("PENDING", "RUNNING"), _job_logs(ray_cluster, sid + "-1")
-        time.sleep(2)
-    subprocess.run([str(VENV_BIN / "ray"), "job", "stop", "--address", ray_cluster, sid + "-1"], env=_env(),
-                   capture_output=True, timeout=120)
-    first = {p.name: p.read_bytes() for p in _parts(out / "examples")}
-    assert not (out / "manifest.json").exists()
+        time.sleep(1)
+    _stop_job(ray_cluster, sid + "-1")
+    first = {p.name: p.read_bytes() for p in committed()}
+    assert not (out / "manifest.json").exists(), "the run finished before the stop landed: nothing to resume"
 
     _submit(ray_cluster, sid + "-2", args)  # resumed: finishes what the stopped run left
     plan, examples, rejects = resolved(out)  # every request ended exactly once
     assert len(plan) == 12
-    assert {p.name: p.read_bytes() for p in _parts(out / "examples") if p.name in first} == first
+    assert {p.name: p.read_bytes() for p in committed() if p.name in first} == first
     raw = [i for p in _parts(out / "examples") for i in pq.read_table(p).column("request_id").to_pylist()]
     assert len(raw) == len(set(raw)) == len(examples), "a committed request was generated again"
-    assert examples and {r["generator"] for r in examples} == {"vllm-cpu:smollm2-135m"}
-    # Several task types reached the engine and came back answered. Which of them the 135M model turns into a
-    # valid example varies from run to run (CI once kept 2 types), so valid examples are not counted per type.
+    # Several task types reached the engine and came back answered: an example, or a final reject that is not an
+    # engine error. How many of them the 135M model turns into a *valid* example varies from run to run (CI has
+    # seen 2 types, and runs here kept 1 of 12 examples: the model often runs a field up to its maxLength), so
+    # the test asserts what our code controls on every answered row, and nothing about the model's luck.
     answered = examples + [r for r in rejects if r["stage"] == "example" and not r["reason"].startswith("engine_error")]
     assert len({r["task_type"] for r in answered}) >= 3, [(r["task_type"], r.get("reason")) for r in answered]
-    for r in examples:  # real token counts from the engine, per row
-        assert r["query"] and r["positive"] and r["tokens_in"] > 0 and r["tokens_out"] > 0
+    for r in answered:  # the engine's own token counts, per row, and the generator recorded
+        assert r["generator"] == "vllm-cpu:smollm2-135m" and r["tokens_in"] > 0 and r["tokens_out"] > 0, r
+    for r in examples:
+        assert r["query"] and r["positive"]
     for r in rejects:
         assert r["reason"].split(":")[0] in REASONS
-        if not r["reason"].startswith("engine_error"):
-            assert r["tokens_in"] > 0, r  # the engine answered, with its prompt's token count
     stats = json.loads((out / "stats.json").read_text())
     assert stats["tokens_out"] > 0 and stats["tokens_in"] > 0
     assert json.loads((out / "manifest.json").read_text())["complete"] is True
