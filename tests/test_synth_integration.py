@@ -27,8 +27,6 @@ from synth_helpers import config, resolved
 from synth_helpers import engine as _engine
 from synthembed.synth.tasks import TASK_TYPES, sample_placeholders
 
-pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python[server] (scripts/setup.sh)")
-
 REPO = Path(__file__).resolve().parents[1]
 LANGS = ("English", "German", "French", "Spanish", "Japanese", "Swahili", "Russian")
 
@@ -105,12 +103,13 @@ def _free_port() -> int:
 def openai_server():
     """A real OpenAI-compatible server (llama.cpp) with API-key auth, started by the test."""
     from synthembed.packaged import gguf_path
+    from synthembed.synth.embedded import server_binary
 
     port, key = _free_port(), "test-key-7f3a"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path("smollm2-135m")),
-         "--model_alias", "smol-openai", "--host", "127.0.0.1", "--port", str(port), "--n_threads", "2",
-         "--n_ctx", "2048", "--api_key", key],
+        [str(server_binary()), "--model", str(gguf_path("smollm2-135m")), "--alias", "smol-openai",
+         "--host", "127.0.0.1", "--port", str(port), "--threads", "2", "--ctx-size", "4096", "--parallel", "2",
+         "--api-key", key],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}/v1"

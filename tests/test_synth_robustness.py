@@ -22,8 +22,6 @@ import pytest
 from synthembed.synth import GenerateConfig, run
 from synth_helpers import config, engine, resolved
 
-pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python[server] (scripts/setup.sh)")
-
 REPO = Path(__file__).resolve().parents[1]
 
 

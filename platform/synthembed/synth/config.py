@@ -20,8 +20,8 @@ class SamplingConfig(StrictModel):
 class EngineConfig(StrictModel):
     """One generator engine. `kind` picks the code path:
 
-    - `embedded`: a llama.cpp OpenAI-compatible server (`python -m llama_cpp.server`) that the job starts
-      on 127.0.0.1 with `model` = a packaged preset (`smollm2-135m`, `gemma3-270m`) or a .gguf path, and
+    - `embedded`: llama.cpp's OpenAI-compatible server (`llama-server`, built by scripts/setup.sh) that the
+      job starts on 127.0.0.1, decoding `parallel` requests together, with `model` = a packaged preset (`smollm2-135m`, `gemma3-270m`) or a .gguf path, and
       drives through ray.data.llm's HTTP processor. Single node: the server lives beside the driver.
     - `openai`: any OpenAI-compatible endpoint (`base_url`, e.g. https://api.openai.com/v1 or a `vllm serve`
       URL) through ray.data.llm's HTTP processor; the API key is read from the environment variable named
@@ -42,8 +42,12 @@ class EngineConfig(StrictModel):
     concurrency: int = Field(1, ge=1)
     # embedded (llama.cpp server)
     n_threads: int | None = Field(None, ge=1, description="llama.cpp threads; default: all cores")
-    n_ctx: int = Field(2048, ge=256)
-    chat_format: str | None = Field(None, description="llama.cpp chat format for GGUFs without a template, e.g. gemma")
+    n_ctx: int = Field(2048, ge=256, description="llama.cpp context per request (each slot gets this many tokens)")
+    parallel: int | None = Field(
+        None, ge=1, description="llama.cpp slots decoded together in one batch; default batch_size * concurrency, "
+        "the requests the HTTP stage keeps in flight")
+    chat_template: str | None = Field(
+        None, description="llama.cpp built-in chat template for GGUFs without one, e.g. gemma, chatml")
     # openai
     base_url: str | None = None
     api_key_env: str | None = Field(None, description="NAME of the environment variable holding the API key")

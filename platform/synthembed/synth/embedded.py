@@ -1,6 +1,8 @@
 """The embedded engine: llama.cpp's OpenAI-compatible server for one GGUF, supervised for the whole run.
 
-`EmbeddedServer` starts `python -m llama_cpp.server` on a free 127.0.0.1 port and a watcher thread that
+`EmbeddedServer` starts `llama-server` (llama.cpp's own server, built by scripts/llama_server.py into the
+venv's bin/) on a free 127.0.0.1 port with `parallel` slots, so the requests the HTTP stage keeps in flight
+are decoded together in one batch instead of queueing, and a watcher thread that
 polls the process. When it exits (a crash, a kill, an out-of-memory kill), the watcher logs the exit code
 or signal, counts a restart and starts it again on the same port, so the HTTP clients' retries reach the
 new process; rows that were in flight come back as `connection` errors and the generation pass re-sends
@@ -16,10 +18,12 @@ import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -94,9 +98,9 @@ def cpu_flags() -> set[str]:
 def check_cpu(build_info: Path | None = None, flags: set[str] | None = None) -> None:
     """Fail with the fix, not a SIGILL, when the installed llama.cpp build needs CPU features this CPU lacks.
 
-    scripts/setup.sh copies the build's `build.json` (see scripts/llama_wheel.py) into the venv.
+    scripts/setup.sh copies the build's `build.json` (see scripts/llama_server.py) into the venv.
     """
-    path = build_info or Path(sys.prefix) / "llama-cpp-build.json"
+    path = build_info or Path(sys.prefix) / "llama-server-build.json"
     if not path.exists():
         return  # installed some other way: nothing recorded to check
     need = set(json.loads(path.read_text()).get("required_cpu_flags", []))
@@ -107,34 +111,52 @@ def check_cpu(build_info: Path | None = None, flags: set[str] | None = None) -> 
     if missing:
         raise RuntimeError(
             f"the installed llama.cpp build ({path}) needs CPU features this CPU lacks: {', '.join(missing)}. "
-            "It was built on another machine; run scripts/setup.sh here, which builds a wheel for this CPU's baseline."
+            "It was built on another machine; run scripts/setup.sh here, which builds one for this CPU's baseline."
         )
 
 
-_SMOKE = """
-import sys
-from llama_cpp import Llama
-m = Llama(model_path=sys.argv[1], n_threads=2, n_ctx=256, verbose=False)
-out = m("The capital of France is", max_tokens=4, temperature=0)
-assert out["usage"]["completion_tokens"] >= 1, out
-print(repr(out["choices"][0]["text"]))
-"""
+def server_binary() -> Path:
+    """The llama-server to run: $SYNTHEMBED_LLAMA_SERVER, else this venv's bin/, else one on PATH."""
+    override = os.environ.get("SYNTHEMBED_LLAMA_SERVER")
+    if override:
+        path = Path(override).expanduser()
+        if not path.is_file():
+            raise RuntimeError(f"SYNTHEMBED_LLAMA_SERVER={override} is not a file: point it at a llama-server binary")
+        return path
+    for path in (Path(sys.prefix) / "bin" / "llama-server", shutil.which("llama-server")):
+        if path and Path(path).is_file():
+            return Path(path)
+    raise RuntimeError(
+        "generate engine kind=embedded needs llama.cpp's llama-server, and none is installed: run scripts/setup.sh "
+        "(it builds one for this CPU), or set SYNTHEMBED_LLAMA_SERVER to an existing binary"
+    )
 
 
 def smoke(model: str = "smollm2-135m") -> str:
-    """Generate a few tokens with the installed llama.cpp in a child process; raise naming how it died."""
-    check_cpu()
-    proc = subprocess.run([sys.executable, "-c", _SMOKE, str(gguf_for(model))], capture_output=True, text=True,
-                          timeout=300)
-    if proc.returncode != 0:
-        raise RuntimeError(f"llama.cpp could not generate on this machine: it {describe_exit(proc.returncode)}.\n"
-                           f"{proc.stderr[-2000:]}\n{_FAULT_HINT}")
-    return proc.stdout.strip()
+    """Generate a few tokens with the installed llama-server, started as the engine starts it; raise naming how
+    it died (a build that does not fit this CPU dies here, not in the first job)."""
+    engine = EngineConfig(kind="embedded", model=model, n_ctx=256, max_restarts=0, batch_size=1,
+                          sampling={"temperature": 0.0, "max_tokens": 4})
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            with EmbeddedServer(engine, log_path=Path(tmp) / "smoke.log") as srv:
+                body = {"model": srv.alias, "messages": [{"role": "user", "content": "The capital of France is"}],
+                        "max_tokens": 4, "temperature": 0}
+                req = urllib.request.Request(srv.base_url + "/chat/completions", data=json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=120) as resp:
+                    out = json.loads(resp.read())
+                srv.check()
+        except EngineFailed as err:
+            raise RuntimeError(f"llama.cpp could not generate on this machine: {err}") from None
+    if out["usage"]["completion_tokens"] < 1:
+        raise RuntimeError(f"llama.cpp answered without generating a token: {out}")
+    return out["choices"][0]["message"]["content"]
 
 
 _FAULT_HINT = (
-    "A crash by SIGSEGV or SIGILL in the llama.cpp library usually means its build does not fit this CPU: "
-    "re-run scripts/setup.sh, which builds a portable wheel (GGML_NATIVE=OFF) keyed by its build flags."
+    "A crash by SIGSEGV or SIGILL in llama.cpp usually means its build does not fit this CPU: re-run "
+    "scripts/setup.sh, which builds a portable llama-server (GGML_NATIVE=OFF) keyed by its build flags."
 )
 
 
@@ -165,14 +187,23 @@ class EmbeddedServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     # ----------------------------------------------------------------------------------- process
+    @property
+    def parallel(self) -> int:
+        return self.engine.parallel or self.engine.batch_size * self.engine.concurrency
+
     def _command(self) -> list[str]:
+        threads = str(self.engine.n_threads or os.cpu_count() or 1)
         cmd = [
-            sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_for(self.engine.model)),
-            "--model_alias", self.alias, "--host", "127.0.0.1", "--port", str(self.port),
-            "--n_ctx", str(self.engine.n_ctx), "--n_threads", str(self.engine.n_threads or os.cpu_count() or 1),
+            str(server_binary()), "--model", str(gguf_for(self.engine.model)), "--alias", self.alias,
+            "--host", "127.0.0.1", "--port", str(self.port), "--parallel", str(self.parallel),
+            # the context is shared by the slots: each request gets n_ctx tokens
+            "--ctx-size", str(self.engine.n_ctx * self.parallel), "--threads", str(threads),
+            "--threads-batch", str(threads), "--jinja", "--no-webui",
+            # prompt-cache RAM (default 8 GiB per server): the prompts share a prefix, not whole prompts
+            "--cache-ram", "256",
         ]
-        if self.engine.chat_format:
-            cmd += ["--chat_format", self.engine.chat_format]
+        if self.engine.chat_template:
+            cmd += ["--chat-template", self.engine.chat_template]
         return cmd
 
     def _spawn(self) -> bool:
@@ -191,7 +222,8 @@ class EmbeddedServer:
             if self.proc.poll() is not None:
                 return False
             try:
-                urllib.request.urlopen(self.base_url + "/models", timeout=2).read()
+                # /health answers 503 while the model loads and 200 once requests are served
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2).read()
                 self._ready.set()
                 return True
             except (urllib.error.URLError, OSError):
@@ -220,7 +252,7 @@ class EmbeddedServer:
         code = self.proc.returncode if self.proc else None
         if self.restarts >= self.max_restarts:
             self.failure = EngineFailed(
-                f"engine {self.engine.label} (llama.cpp server) {describe_exit(code)}; it was restarted "
+                f"engine {self.engine.label} (llama-server) {describe_exit(code)}; it was restarted "
                 f"{self.restarts} time(s) (engine.max_restarts={self.max_restarts}) and keeps dying.\n"
                 f"  last lines of its log:\n{tail(self.log_path)}\n  log: {self.log_path}\n  {_FAULT_HINT}"
             )
@@ -243,13 +275,7 @@ class EmbeddedServer:
 
     # ------------------------------------------------------------------------------------- API
     def start(self) -> "EmbeddedServer":
-        try:
-            import llama_cpp  # noqa: F401
-        except ImportError:
-            raise RuntimeError(
-                "generate engine kind=embedded needs llama-cpp-python[server]: run scripts/setup.sh "
-                "(or pip install 'llama-cpp-python[server]')"
-            ) from None
+        server_binary()  # a missing server fails here, with the fix
         gguf_for(self.engine.model)  # a bad model name fails here, not as a dying process
         check_cpu()
         self.port = _free_port()
