@@ -19,6 +19,7 @@ import os
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,16 +70,14 @@ def answer(cfg: GenerateConfig, srv: EmbeddedServer, request: dict, bounds: dict
 
 
 def direct(cfg: GenerateConfig, srv: EmbeddedServer, requests: list[dict]) -> dict:
+    """The requests sent straight to the server, as many in flight as the pipeline keeps (its slots)."""
     bounds = cfg.lengths.as_dict()
     t0 = time.perf_counter()
-    valid = tokens = structural_fail = 0
-    for r in requests:
-        fields, code, n = answer(cfg, srv, r, bounds)
-        tokens += n
-        valid += fields is not None
-        structural_fail += code in STRUCTURAL
+    with ThreadPoolExecutor(cfg.engine.batch_size * cfg.engine.concurrency) as pool:
+        outs = list(pool.map(lambda r: answer(cfg, srv, r, bounds), requests))
     wall = time.perf_counter() - t0
-    return {"wall_s": wall, "valid": valid, "tokens_out": tokens, "schema_valid": len(requests) - structural_fail}
+    return {"wall_s": wall, "valid": sum(f is not None for f, _, _ in outs), "tokens_out": sum(n for _, _, n in outs),
+            "schema_valid": sum(c not in STRUCTURAL for _, c, _ in outs)}
 
 
 def pipeline(cfg: GenerateConfig, srv: EmbeddedServer | None, requests: list[dict]) -> dict:
@@ -118,8 +117,6 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=24)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--builds", nargs="*", default=[], metavar="NAME=WHEEL",
-                    help="also time raw llama.cpp generation of these wheels side by side (bench/llama_builds.py)")
     ap.add_argument("--engine", choices=["embedded", "vllm"], default="embedded",
                     help="vllm: configs/cpu-vllm.yaml through .venv-vllm (bench/generate_vllm.py)")
     ap.add_argument("--vllm-side", choices=["direct", "pipeline"], help=argparse.SUPPRESS)
@@ -157,11 +154,6 @@ def main() -> None:
                       f"{r['examples_per_s']:.3f} ex/s  {r['tokens_out_per_s']:.1f} tok/s  cpu s {r['cpu_s']}",
                       flush=True)
     ray.shutdown()
-    builds = {}
-    if args.builds:
-        from llama_builds import measure
-
-        builds = measure({kv.split("=", 1)[0]: Path(kv.split("=", 1)[1]) for kv in args.builds}, 128, 3)
 
     def med(side, key):
         return statistics.median(r[key] for r in results[side])
@@ -196,9 +188,6 @@ def main() -> None:
         "cpu_seconds": {side: [r["cpu_s"] for r in results[side]] for side in results},
         "cpu_seconds_note": "CPU seconds per repeat used by the engine process, the benchmark driver and all other "
                             "processes (Ray's workers, raylet, GCS); the engine shares the 2 cores with the rest",
-        "builds": builds,
-        "builds_note": "raw llama.cpp tokens/s per wheel (SmolLM2-135M Q4_1, 2 threads, greedy, 128 tokens), "
-                       "each in its own process, interleaved; see bench/llama_builds.py",
         "command": "flock /tmp/synthembed-bench.lock flock /tmp/synthembed-ray.lock .venv/bin/python bench/generate.py "
                    + " ".join(sys.argv[1:]),
     })

@@ -16,7 +16,6 @@ pydantic-settings`. Writes bench/results/llama_server.json.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import os
 import statistics
 import subprocess
@@ -30,7 +29,7 @@ sys.path.insert(0, str(ROOT / "platform"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from common import spread, write_result  # noqa: E402
-from generate import STRUCTURAL, answer, make_requests  # noqa: E402
+from generate import answer, direct, make_requests  # noqa: E402
 
 from synthembed.config import load_config  # noqa: E402
 from synthembed.synth.config import GenerateConfig  # noqa: E402
@@ -68,17 +67,10 @@ class PythonServer:
         self.proc.wait(timeout=30)
 
 
-def measure(cfg: GenerateConfig, srv, requests: list[dict], in_flight: int) -> dict:
-    bounds = cfg.lengths.as_dict()
-    t0 = time.perf_counter()
-    with cf.ThreadPoolExecutor(in_flight) as pool:
-        outs = list(pool.map(lambda r: answer(cfg, srv, r, bounds), requests))
-    wall = time.perf_counter() - t0
-    valid = sum(f is not None for f, _, _ in outs)
-    tokens = sum(n for _, _, n in outs)
-    return {"wall_s": wall, "valid": valid, "schema_valid": sum(c not in STRUCTURAL for _, c, _ in outs),
-            "tokens_out": tokens, "tokens_out_per_s": tokens / wall, "examples_per_s": valid / wall,
-            "requests_per_s": len(requests) / wall}
+def measure(cfg: GenerateConfig, srv, requests: list[dict]) -> dict:
+    r = direct(cfg, srv, requests)
+    return {**r, "tokens_out_per_s": r["tokens_out"] / r["wall_s"], "examples_per_s": r["valid"] / r["wall_s"],
+            "requests_per_s": len(requests) / r["wall_s"]}
 
 
 def main() -> None:
@@ -97,7 +89,7 @@ def main() -> None:
         for side, start in sides.items():
             with start() as srv:
                 answer(cfg, srv, requests[0], cfg.lengths.as_dict())  # warm-up, not timed
-                r = measure(cfg, srv, requests, in_flight)
+                r = measure(cfg, srv, requests)
             results[side].append(r)
             print(f"rep {rep} {side:28s} wall {r['wall_s']:6.1f}s valid {r['valid']}/{len(requests)} "
                   f"{r['tokens_out_per_s']:.1f} tok/s {r['examples_per_s']:.3f} ex/s", flush=True)

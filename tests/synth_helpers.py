@@ -14,7 +14,7 @@ SMALL_LENGTHS = {"short_min": 1, "short_max": 60, "long_min": 20, "long_max": 16
 
 def engine(name: str, **kw) -> dict:
     base = {"kind": "embedded", "name": name, "model": "smollm2-135m", "batch_size": 4, "n_threads": 2,
-            "sampling": {"temperature": 1.0, "top_p": 1.0, "max_tokens": 300}}
+            "sampling": {"temperature": 1.0, "top_p": 1.0, "max_tokens": 300, "repetition_penalty": 1.1}}
     return {**base, **kw}
 
 

@@ -14,6 +14,10 @@ class SamplingConfig(StrictModel):
     # The paper samples at temperature 1.0, top-p 1.0 for diversity (Appendix C).
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
+    repetition_penalty: float | None = Field(
+        None, gt=0, description="penalty on tokens already generated (1.0 = none); None: the engine's default. "
+        "Sent as llama.cpp's repeat_penalty (embedded) and vLLM's repetition_penalty (vllm, openai); OpenAI's "
+        "own API does not take it")
     max_tokens: int = Field(1024, ge=1)
 
 

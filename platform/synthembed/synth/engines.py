@@ -59,6 +59,8 @@ def chat_payload(engine: EngineConfig, model_name: str, messages: list[dict], sc
         "model": model_name, "messages": messages, "max_tokens": s.max_tokens,
         "temperature": s.temperature, "top_p": s.top_p, "seed": seed,
     }
+    if s.repetition_penalty is not None:
+        payload["repeat_penalty" if engine.kind == "embedded" else "repetition_penalty"] = s.repetition_penalty
     rf = response_format(engine.resolved_response_format(), schema)
     if rf is not None:
         payload["response_format"] = rf
@@ -104,6 +106,8 @@ def _vllm_pre_factory(engine: EngineConfig):
         schema = json.loads(row["schema"]) if row.get("schema") else None
         params: dict[str, Any] = {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens,
                                   "seed": int(row["seed"])}
+        if s.repetition_penalty is not None:
+            params["repetition_penalty"] = s.repetition_penalty
         if schema is not None:
             # A JSON string, not a dict: Arrow would merge the rows' different schemas (see _JsonBodySession).
             params["structured_outputs"] = {"json": json.dumps(schema)}  # a string: see _HttpPre
