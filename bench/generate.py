@@ -19,6 +19,7 @@ import os
 import statistics
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -77,7 +78,8 @@ def direct(cfg: GenerateConfig, srv: EmbeddedServer, requests: list[dict]) -> di
         outs = list(pool.map(lambda r: answer(cfg, srv, r, bounds), requests))
     wall = time.perf_counter() - t0
     return {"wall_s": wall, "valid": sum(f is not None for f, _, _ in outs), "tokens_out": sum(n for _, _, n in outs),
-            "schema_valid": sum(c not in STRUCTURAL for _, c, _ in outs)}
+            "schema_valid": sum(c not in STRUCTURAL for _, c, _ in outs),
+            "rejects": dict(Counter(c for _, c, _ in outs if c is not None))}
 
 
 def pipeline(cfg: GenerateConfig, srv: EmbeddedServer | None, requests: list[dict]) -> dict:

@@ -107,7 +107,8 @@ def main() -> None:
         "engine": cfg.engine.label, "max_tokens": cfg.engine.sampling.max_tokens, "lengths": cfg.lengths.model_dump(),
         "sides": {s: {**{k: spread([r[k] for r in results[s]]) for k in keys},
                       "valid_rate": sum(r["valid"] for r in results[s]) / (len(requests) * len(results[s])),
-                      "schema_valid_rate": sum(r["schema_valid"] for r in results[s]) / (len(requests) * len(results[s]))}
+                      "schema_valid_rate": sum(r["schema_valid"] for r in results[s]) / (len(requests) * len(results[s])),
+                      "rejects_per_repeat": [r["rejects"] for r in results[s]]}
                   for s in sides},
         "loadavg_at_start": load_start,
     }

@@ -280,6 +280,12 @@ def test_response_format_forms_and_payload():
     assert p["max_tokens"] == 33 and p["seed"] == 5 and p["response_format"]["type"] == "json_object"
     o = EngineConfig(kind="openai", base_url="https://api.example.com/v1")
     assert chat_payload(o, "gpt-4", [], schema, 1)["response_format"]["type"] == "json_schema"
+    # a repetition penalty only when one is set (OpenAI's own API refuses it), named as each engine names it
+    assert "repeat_penalty" not in p and "repetition_penalty" not in chat_payload(o, "gpt-4", [], schema, 1)
+    penalised = {"sampling": {"repetition_penalty": 1.1}}
+    assert chat_payload(EngineConfig(kind="embedded", **penalised), "m", [], None, 1)["repeat_penalty"] == 1.1
+    o = EngineConfig(kind="openai", base_url="http://127.0.0.1:8000/v1", **penalised)
+    assert chat_payload(o, "m", [], None, 1)["repetition_penalty"] == 1.1
     assert drop_nulls({"a": None, "b": {"c": None, "d": [1, {"e": None}]}}) == {"b": {"d": [1, {}]}}
 
 
@@ -363,7 +369,7 @@ def test_vllm_processor_config_builds_without_vllm():
 
     e = EngineConfig(kind="vllm", model="Qwen/Qwen2.5-7B-Instruct", engine_kwargs={"max_model_len": 4096},
                      concurrency=2, batch_size=16, accelerator_type="H100",
-                     sampling={"max_tokens": 512})
+                     sampling={"max_tokens": 512, "repetition_penalty": 1.05})
     cfg = vllm_processor_config(e)
     assert cfg.model_source == "Qwen/Qwen2.5-7B-Instruct" and cfg.should_continue_on_error
     assert cfg.engine_kwargs["max_model_len"] == 4096 and cfg.batch_size == 16
@@ -372,6 +378,7 @@ def test_vllm_processor_config_builds_without_vllm():
     pre = _vllm_pre_factory(e)(row | {"request_id": "req-1"})
     assert json.loads(pre["sampling_params"]["structured_outputs"]["json"]) == schema
     assert pre["sampling_params"]["max_tokens"] == 512 and pre["synth_request_id"] == "req-1"
+    assert pre["sampling_params"]["repetition_penalty"] == 1.05
     # the engine's own tokenize/detokenize; a light chat-template stage (a 2-core node fits it beside the engine)
     assert cfg.tokenize_stage is False and cfg.detokenize_stage is False
     assert cfg.chat_template_stage == {"num_cpus": 0.25}

@@ -39,8 +39,8 @@ OUTPUT_COLUMNS = ("request_id", "engine_index", "text", "finish_reason", "tokens
 def response_format(kind: str, schema: dict[str, Any] | None) -> dict[str, Any] | None:
     """The `response_format` field for an OpenAI-style chat request.
 
-    llama.cpp's server rejects OpenAI's `json_schema` form and takes `{"type": "json_object", "schema": ...}`
-    instead; OpenAI and vLLM servers take `json_schema`.
+    llama.cpp servers take `{"type": "json_object", "schema": ...}` (llama-cpp-python's server rejects OpenAI's
+    `json_schema` form; llama-server takes both); OpenAI and vLLM servers take `json_schema`.
     """
     if kind == "none" or schema is None:
         return None
