@@ -33,7 +33,7 @@ def _profile(root: Path) -> dict:
             "lengths": {"short_min": 1, "short_max": 60, "long_min": 20, "long_max": 160},
             "brainstorm_max_chars": 100, "commit_every": 4,
             "language_check": "flag",  # the 135M model answers many languages in English; keep enough rows
-            "engine": {"kind": "embedded", "model": "smollm2-135m", "batch_size": 4, "sampling": {"max_tokens": 300}},
+            "engine": {"kind": "embedded", "model": "smollm2-135m", "batch_size": 4, "sampling": {"max_tokens": 300, "repetition_penalty": 1.1}},
         },
         "train": {
             "model": {"source": "smollm2-135m", "max_length": 32},

@@ -41,7 +41,7 @@ def test_embedded_run_all_six_types_many_languages(ray_cluster, tmp_path):
     # Room for whole documents (a field cut at maxLength is a `truncated` reject) and extra short_long
     # rows: the 135M model writes long documents, so that type needs the most attempts.
     lengths = {"short_min": 1, "short_max": 60, "long_min": 20, "long_max": 400}
-    sampling = {"temperature": 1.0, "top_p": 1.0, "max_tokens": 400}
+    sampling = {"temperature": 1.0, "top_p": 1.0, "max_tokens": 400, "repetition_penalty": 1.1}
     mix = {t: 4.0 if t == "short_long" else 1.0 for t in TASK_TYPES}
     cfg = _config(out, num_examples=24, task_mix=mix, min_per_type=3, lengths=lengths,
                   engine=_engine("embedded", sampling=sampling),
@@ -80,13 +80,18 @@ def test_fallback_engine_takes_the_rows_the_primary_failed(ray_cluster, tmp_path
     # The primary may emit only 6 tokens: every JSON object is cut off, a real engine failure mode.
     cfg = _config(out, num_examples=4, task_mix={"sts": 1.0, "short_short": 1.0}, tasks_per_brainstorm=2,
                   engine=_engine("primary", sampling={"temperature": 1.0, "top_p": 1.0, "max_tokens": 6}),
-                  fallback=_engine("fallback", sampling={"temperature": 0.5, "top_p": 0.9, "max_tokens": 300}))
+                  fallback=_engine("fallback", sampling={"temperature": 0.5, "top_p": 0.9, "max_tokens": 300,
+                                                        "repetition_penalty": 1.1}))
     run(cfg)
     plan, ex, rj = resolved(out)
-    assert len(ex) >= 2
-    assert {r["generator"] for r in ex} == {"fallback:smollm2-135m"}
+    assert ex and {r["generator"] for r in ex} == {"fallback:smollm2-135m"}
     primary = [r for r in rj if r["engine_index"] == 0 and r["stage"] == "example"]
     assert {r["request_id"] for r in primary} == set(plan), "every row was tried on the primary first"
+    # ... and then answered by the fallback: an example, or the fallback's own final reject. (How many of
+    # the 4 the 135M model gets valid varies from run to run; that every row reached it does not.)
+    second = {r["request_id"] for r in ex} | {r["request_id"] for r in rj if r["engine_index"] == 1
+                                              and r["stage"] == "example" and not r["retry_next"]}
+    assert second == set(plan)
     assert all(r["retry_next"] and r["reason"].startswith("truncated") and r["raw"] for r in primary)
     stats = json.loads((out / "stats.json").read_text())
     assert stats["validity_per_engine"]["primary:smollm2-135m"]["valid"] == 0
@@ -132,7 +137,7 @@ def test_openai_compatible_endpoint_with_key_from_env(ray_cluster, tmp_path, ope
     engine = {"kind": "openai", "name": "openai", "model": "smol-openai", "base_url": url,
               "api_key_env": "SYNTH_IT_API_KEY", "response_format": "json_object_schema", "batch_size": 2,
               "qps": 5, "max_retries": 2, "retry_base_s": 0.5,
-              "sampling": {"temperature": 1.0, "top_p": 1.0, "max_tokens": 300}}
+              "sampling": {"temperature": 1.0, "top_p": 1.0, "max_tokens": 300, "repetition_penalty": 1.1}}
     monkeypatch.setenv("SYNTH_IT_API_KEY", key)
     out = tmp_path / "oa"
     run(_config(out, num_examples=3, task_mix={"sts": 1.0, "bitext": 1.0}, engine=engine))
