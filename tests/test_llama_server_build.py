@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,17 @@ def test_slots_follow_the_requests_in_flight_and_each_gets_its_context():
     assert cmd[cmd.index("--parallel") + 1] == "8" and cmd[cmd.index("--ctx-size") + 1] == str(8 * 1024)
     cmd = EmbeddedServer(EngineConfig(kind="embedded", parallel=3, chat_template="gemma"))._command()
     assert cmd[cmd.index("--parallel") + 1] == "3" and cmd[cmd.index("--chat-template") + 1] == "gemma"
+
+
+def test_a_built_in_chat_template_formats_the_prompt():
+    """The packaged Gemma GGUF has no chat template: `chat_template: gemma` must give Gemma's turn markers
+    (the real server, asked to format a conversation without generating)."""
+    with EmbeddedServer(EngineConfig(kind="embedded", model="gemma3-270m", chat_template="gemma", n_ctx=256,
+                                     batch_size=1, n_threads=1)) as srv:
+        req = urllib.request.Request(f"http://127.0.0.1:{srv.port}/apply-template",
+                                     data=json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode())
+        prompt = json.loads(urllib.request.urlopen(req, timeout=30).read())["prompt"]
+    assert prompt == "<start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n"
 
 
 @pytest.mark.slow

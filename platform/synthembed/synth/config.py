@@ -51,7 +51,8 @@ class EngineConfig(StrictModel):
         None, ge=1, description="llama.cpp slots decoded together in one batch; default batch_size * concurrency, "
         "the requests the HTTP stage keeps in flight")
     chat_template: str | None = Field(
-        None, description="llama.cpp built-in chat template for GGUFs without one, e.g. gemma, chatml")
+        None, description="name of a llama.cpp built-in chat template (gemma, chatml, llama3, ...), used instead "
+        "of the GGUF's own; for GGUFs without one (the packaged gemma3-270m)")
     # openai
     base_url: str | None = None
     api_key_env: str | None = Field(None, description="NAME of the environment variable holding the API key")

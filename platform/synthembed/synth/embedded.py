@@ -198,13 +198,15 @@ class EmbeddedServer:
             "--host", "127.0.0.1", "--port", str(self.port), "--parallel", str(self.parallel),
             # the context is shared by the slots: each request gets n_ctx tokens
             "--ctx-size", str(self.engine.n_ctx * self.parallel), "--threads", str(threads),
-            "--threads-batch", str(threads), "--jinja", "--no-webui",
+            "--threads-batch", str(threads), "--no-webui",
             # prompt-cache RAM (default 8 GiB per server): the prompts share a prefix, not whole prompts
             "--cache-ram", "256",
         ]
         if self.engine.chat_template:
-            cmd += ["--chat-template", self.engine.chat_template]
-        return cmd
+            # A built-in template is a name for llama.cpp's own formatter; with --jinja the name itself would be
+            # taken as the Jinja source and every prompt would become the word "gemma".
+            return cmd + ["--no-jinja", "--chat-template", self.engine.chat_template]
+        return cmd + ["--jinja"]  # the GGUF's own Jinja chat template
 
     def _spawn(self) -> bool:
         """Start the process and wait until it answers; False when it exits or hangs during start-up."""
