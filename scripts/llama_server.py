@@ -114,6 +114,15 @@ def _source(tmp: Path) -> Path:
     return next(tmp.glob("llama_cpp_python-*/vendor/llama.cpp"))
 
 
+def _quiet(cmd: list[str]) -> None:
+    """Run a build step; its output (CMake's warnings about the web UI we do not build, thousands of compile
+    lines) is shown only when the step fails."""
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd[:3])} ... failed (exit {proc.returncode}):\n{proc.stdout[-6000:]}\n"
+                 "llama-server needs cmake and a C++17 compiler (Debian: apt install cmake g++)")
+
+
 def build(spec: dict, folder: Path) -> Path:
     if (folder / BINARY).is_file() and (folder / "build.json").exists():
         return folder
@@ -122,10 +131,8 @@ def build(spec: dict, folder: Path) -> Path:
           file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="llama-server-") as tmp:
         src, out = _source(Path(tmp)), Path(tmp) / "build"
-        subprocess.run(["cmake", "-S", str(src), "-B", str(out), *spec["cmake_args"].split()], check=True,
-                       stdout=subprocess.DEVNULL)
-        subprocess.run(["cmake", "--build", str(out), "--target", BINARY, "-j", jobs], check=True,
-                       stdout=subprocess.DEVNULL)
+        _quiet(["cmake", "-S", str(src), "-B", str(out), *spec["cmake_args"].split()])
+        _quiet(["cmake", "--build", str(out), "--target", BINARY, "-j", jobs])
         partial = folder.with_name(folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
