@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -33,6 +34,15 @@ def _config(out: Path, **kw):
     return config(out, ("English", "German", "French"), **{"task_mix": {"sts": 1.0}, "commit_every": 1, **kw})
 
 
+def _busy(port: int) -> bool:
+    """llama-server's /slots: is any slot decoding a request now?"""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/slots", timeout=2) as resp:
+            return any(slot.get("is_processing") for slot in json.loads(resp.read()))
+    except OSError:
+        return False
+
+
 @pytest.mark.slow
 def test_engine_killed_mid_run_is_restarted_and_the_run_finishes(ray_cluster, tmp_path):
     out = tmp_path / "kill"
@@ -42,11 +52,14 @@ def test_engine_killed_mid_run_is_restarted_and_the_run_finishes(ray_cluster, tm
     worker = threading.Thread(target=lambda: result.update(out=run(cfg)), daemon=True)
     worker.start()
     state = out / "engine-0.json"
+    # Kill while an example request is being decoded: the example pass has started (plan written) and a slot
+    # of the server is busy. (Waiting for a committed part instead raced: with slots decoding together the
+    # 8 rows could all finish before the kill.)
     deadline = time.time() + 300
-    while time.time() < deadline and not list((out / "examples").glob("*.parquet")) + list(
-            (out / "rejects").glob("*.parquet")):
-        assert worker.is_alive(), "the run ended before anything was committed"
-        time.sleep(0.2)
+    while not ((out / "plan.parquet").exists() and state.exists() and _busy(json.loads(state.read_text())["port"])):
+        assert worker.is_alive(), "the run ended before the engine was killed"
+        assert time.time() < deadline, "no example request reached the engine in 5 minutes"
+        time.sleep(0.1)
     pid = json.loads(state.read_text())["pid"]
     os.kill(pid, signal.SIGKILL)  # the llama.cpp server, not the job
     worker.join(timeout=600)
