@@ -120,7 +120,16 @@ def _quiet(cmd: list[str]) -> None:
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd[:3])} ... failed (exit {proc.returncode}):\n{proc.stdout[-6000:]}\n"
-                 "llama-server needs cmake and a C++17 compiler (Debian: apt install cmake g++)")
+                 "llama-server needs a C++17 compiler (Debian: apt install g++) and cmake >= 3.14")
+
+
+def _cmake() -> str:
+    """The system's cmake, else the one PyPI ships (a wheel, installed into this venv)."""
+    found = shutil.which("cmake")
+    if found:
+        return found
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "cmake>=3.14"], check=True)
+    return str(Path(sys.prefix) / "bin" / "cmake")
 
 
 def build(spec: dict, folder: Path) -> Path:
@@ -131,8 +140,9 @@ def build(spec: dict, folder: Path) -> Path:
           file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="llama-server-") as tmp:
         src, out = _source(Path(tmp)), Path(tmp) / "build"
-        _quiet(["cmake", "-S", str(src), "-B", str(out), *spec["cmake_args"].split()])
-        _quiet(["cmake", "--build", str(out), "--target", BINARY, "-j", jobs])
+        cmake = _cmake()
+        _quiet([cmake, "-S", str(src), "-B", str(out), *spec["cmake_args"].split()])
+        _quiet([cmake, "--build", str(out), "--target", BINARY, "-j", jobs])
         partial = folder.with_name(folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
