@@ -74,12 +74,18 @@ def direct(cfg: GenerateConfig, srv: EmbeddedServer, requests: list[dict]) -> di
     """The requests sent straight to the server, as many in flight as the pipeline keeps (its slots)."""
     bounds = cfg.lengths.as_dict()
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(cfg.engine.batch_size * cfg.engine.concurrency) as pool:
+    with ThreadPoolExecutor(cfg.engine.in_flight) as pool:
         outs = list(pool.map(lambda r: answer(cfg, srv, r, bounds), requests))
     wall = time.perf_counter() - t0
     return {"wall_s": wall, "valid": sum(f is not None for f, _, _ in outs), "tokens_out": sum(n for _, _, n in outs),
             "schema_valid": sum(c not in STRUCTURAL for _, c, _ in outs),
             "rejects": dict(Counter(c for _, c, _ in outs if c is not None))}
+
+
+def with_rates(r: dict, requests: int) -> dict:
+    """A side's counts plus its rates per second of wall time."""
+    return {**r, "examples_per_s": r["valid"] / r["wall_s"], "requests_per_s": requests / r["wall_s"],
+            "tokens_out_per_s": r["tokens_out"] / r["wall_s"]}
 
 
 def pipeline(cfg: GenerateConfig, srv: EmbeddedServer | None, requests: list[dict]) -> dict:
@@ -147,10 +153,8 @@ def main() -> None:
                 before = cpu_seconds(srv.proc.pid)
                 r = fn(cfg, srv, requests)
                 after = cpu_seconds(srv.proc.pid)
+                r = with_rates(r, len(requests))
                 r["cpu_s"] = {k: round(after[k] - before[k], 2) for k in before}
-                r["examples_per_s"] = r["valid"] / r["wall_s"]
-                r["requests_per_s"] = len(requests) / r["wall_s"]
-                r["tokens_out_per_s"] = r["tokens_out"] / r["wall_s"]
                 results[side].append(r)
                 print(f"rep {rep} {side:8s} wall {r['wall_s']:6.1f}s  valid {r['valid']}/{len(requests)}  "
                       f"{r['examples_per_s']:.3f} ex/s  {r['tokens_out_per_s']:.1f} tok/s  cpu s {r['cpu_s']}",

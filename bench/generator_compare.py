@@ -48,7 +48,7 @@ def run_engine(cfg: GenerateConfig, requests: list[dict], bounds: dict, log_dir:
     with EmbeddedServer(cfg.engine, log_path=log_dir / f"{cfg.engine.model}.log", startup_timeout_s=300) as srv:
         t0 = time.perf_counter()
         # as many requests in flight as the pipeline keeps (the server's slots decode them together)
-        with ThreadPoolExecutor(srv.parallel) as pool:
+        with ThreadPoolExecutor(cfg.engine.in_flight) as pool:
             answers = list(pool.map(lambda r: answer(cfg, srv, r, bounds), requests))
         for r, (fields, code, n) in zip(requests, answers):
             tokens += n

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "platform"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from common import spread, write_result  # noqa: E402
-from generate import answer, direct, make_requests  # noqa: E402
+from generate import answer, direct, make_requests, with_rates  # noqa: E402
 
 from synthembed.config import load_config  # noqa: E402
 from synthembed.synth.config import GenerateConfig  # noqa: E402
@@ -67,12 +67,6 @@ class PythonServer:
         self.proc.wait(timeout=30)
 
 
-def measure(cfg: GenerateConfig, srv, requests: list[dict]) -> dict:
-    r = direct(cfg, srv, requests)
-    return {**r, "tokens_out_per_s": r["tokens_out"] / r["wall_s"], "examples_per_s": r["valid"] / r["wall_s"],
-            "requests_per_s": len(requests) / r["wall_s"]}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=16)
@@ -81,7 +75,7 @@ def main() -> None:
     load_start = os.getloadavg()
     cfg = load_config(GenerateConfig, ROOT / "configs" / "cpu-tiny.yaml", section="generate")
     cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"n_threads": 2})})
-    in_flight = cfg.engine.batch_size * cfg.engine.concurrency
+    in_flight = cfg.engine.in_flight
     requests = make_requests(cfg, args.rows)
     sides = {"llama_cpp.server": lambda: PythonServer(cfg), f"llama-server --parallel {in_flight}": lambda: EmbeddedServer(cfg.engine)}
     results: dict[str, list[dict]] = {s: [] for s in sides}
@@ -89,7 +83,7 @@ def main() -> None:
         for side, start in sides.items():
             with start() as srv:
                 answer(cfg, srv, requests[0], cfg.lengths.as_dict())  # warm-up, not timed
-                r = measure(cfg, srv, requests)
+                r = with_rates(direct(cfg, srv, requests), len(requests))
             results[side].append(r)
             print(f"rep {rep} {side:28s} wall {r['wall_s']:6.1f}s valid {r['valid']}/{len(requests)} "
                   f"{r['tokens_out_per_s']:.1f} tok/s {r['examples_per_s']:.3f} ex/s", flush=True)

@@ -48,8 +48,8 @@ class EngineConfig(StrictModel):
     n_threads: int | None = Field(None, ge=1, description="llama.cpp threads; default: all cores")
     n_ctx: int = Field(2048, ge=256, description="llama.cpp context per request (each slot gets this many tokens)")
     parallel: int | None = Field(
-        None, ge=1, description="llama.cpp slots decoded together in one batch; default batch_size * concurrency, "
-        "the requests the HTTP stage keeps in flight")
+        None, ge=1, description="llama.cpp slots decoded together in one batch; default: the requests the HTTP "
+        "stage keeps in flight (batch_size * concurrency)")
     chat_template: str | None = Field(
         None, description="name of a llama.cpp built-in chat template (gemma, chatml, llama3, ...), used instead "
         "of the GGUF's own; for GGUFs without one (the packaged gemma3-270m)")
@@ -92,6 +92,11 @@ class EngineConfig(StrictModel):
     @property
     def label(self) -> str:
         return f"{self.name or self.kind}:{self.model}"
+
+    @property
+    def in_flight(self) -> int:
+        """Requests the HTTP stage keeps in flight: `batch_size` per actor, `concurrency` actors."""
+        return self.batch_size * self.concurrency
 
     def resolved_response_format(self) -> str:
         if self.response_format != "auto":

@@ -33,6 +33,8 @@ from pathlib import Path
 from synthembed.errors import StageError
 from synthembed.packaged import GGUF_MODELS, gguf_path
 from synthembed.synth.config import EngineConfig
+from synthembed.synth.engines import chat_payload, post_chat
+from synthembed.synth.transport import settle_chat
 
 log = logging.getLogger(__name__)
 
@@ -140,18 +142,14 @@ def smoke(model: str = "smollm2-135m") -> str:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             with EmbeddedServer(engine, log_path=Path(tmp) / "smoke.log") as srv:
-                body = {"model": srv.alias, "messages": [{"role": "user", "content": "The capital of France is"}],
-                        "max_tokens": 4, "temperature": 0}
-                req = urllib.request.Request(srv.base_url + "/chat/completions", data=json.dumps(body).encode(),
-                                             headers={"Content-Type": "application/json"})
-                with urllib.request.urlopen(req, timeout=120) as resp:
-                    out = json.loads(resp.read())
+                messages = [{"role": "user", "content": "The capital of France is"}]
+                out = settle_chat(post_chat(srv.base_url, chat_payload(engine, srv.alias, messages, None, 0), timeout=120))
                 srv.check()
         except EngineFailed as err:
             raise RuntimeError(f"llama.cpp could not generate on this machine: {err}") from None
-    if out["usage"]["completion_tokens"] < 1:
-        raise RuntimeError(f"llama.cpp answered without generating a token: {out}")
-    return out["choices"][0]["message"]["content"]
+    if out["error"] or out["tokens_out"] < 1:
+        raise RuntimeError(f"llama.cpp answered without generating a token: {out['error'] or out}")
+    return out["text"]
 
 
 _FAULT_HINT = (
@@ -189,7 +187,7 @@ class EmbeddedServer:
     # ----------------------------------------------------------------------------------- process
     @property
     def parallel(self) -> int:
-        return self.engine.parallel or self.engine.batch_size * self.engine.concurrency
+        return self.engine.parallel or self.engine.in_flight
 
     def _command(self) -> list[str]:
         threads = str(self.engine.n_threads or os.cpu_count() or 1)
