@@ -66,6 +66,14 @@ def test_a_missing_server_is_named_with_the_fix(tmp_path, monkeypatch):
         EmbeddedServer(EngineConfig(kind="embedded")).start()
 
 
+def test_another_server_binary_is_the_one_started(tmp_path, monkeypatch):
+    other = tmp_path / "my-llama-server"
+    other.symlink_to(Path(sys.prefix) / "bin" / "llama-server")
+    monkeypatch.setenv("SYNTHEMBED_LLAMA_SERVER", str(other))
+    with EmbeddedServer(EngineConfig(kind="embedded", n_ctx=256, batch_size=1, n_threads=1)) as srv:
+        assert srv.proc.args[0] == str(other)  # and it answered /health, so it runs
+
+
 def test_slots_follow_the_requests_in_flight_and_each_gets_its_context():
     srv = EmbeddedServer(EngineConfig(kind="embedded", batch_size=4, concurrency=2, n_ctx=1024))
     srv.port = 1
