@@ -20,4 +20,8 @@ if [[ -f $STAMP && $(cat $STAMP) == "$KEY" ]]; then exit 0; fi
 .venv/bin/python scripts/llama_server.py check || .venv/bin/python scripts/llama_server.py install
 # Prove the installed server generates on this CPU (a wrong build dies here, not in the first job).
 .venv/bin/python scripts/llama_server.py smoke
+# The default embedder (Gemma 3 270M) ships as a GGUF; jobs read a Hugging Face folder. Dequantize it now,
+# once (~1-2 min, cached under $SYNTHEMBED_CACHE/models), as part of installing the model, not of the
+# first job that needs it.
+.venv/bin/python -c "from synthembed.model.loading import resolve_model_dir; resolve_model_dir('gemma3-270m')"
 echo "$KEY" > $STAMP

@@ -115,6 +115,26 @@ def test_length_sorted_batching_keeps_input_order(tiny_embedder):
     assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0, atol=1e-3)
 
 
+def test_token_budget_batches_close_at_the_budget_or_the_count():
+    from synthembed.model.batches import length_sorted_batches, padded_tokens
+
+    lengths = [5, 30, 10, 30, 7, 12, 3]
+    batches = length_sorted_batches(lengths, max_items=3, max_tokens=64)
+    # longest first; a batch's first item sets its width: 30 -> 2 fit in 64, 12 -> 3 (count cap), then the rest
+    assert [list(b) for b in batches] == [[1, 3], [5, 2, 4], [0, 6]]
+    assert all(padded_tokens([[0] * lengths[i] for i in b]) <= 64 for b in batches)
+    assert sorted(int(i) for b in batches for i in b) == list(range(len(lengths)))
+    # an item longer than the budget still gets a batch of its own; no budget: the count alone
+    assert [list(b) for b in length_sorted_batches([100, 1], 4, 50)] == [[0], [1]]
+    assert [len(b) for b in length_sorted_batches(lengths, 3)] == [3, 3, 1]
+
+
+def test_token_budget_encoding_equals_count_batches(tiny_embedder):
+    by_count = tiny_embedder.encode(TEXTS, batch_size=2)
+    by_tokens = tiny_embedder.encode(TEXTS, batch_size=64, max_batch_tokens=40)
+    assert np.abs(by_count - by_tokens).max() < 1e-5
+
+
 def test_encode_rejects_a_bare_string(tiny_embedder):
     with pytest.raises(TypeError, match="list of texts"):
         tiny_embedder.encode("not a list")

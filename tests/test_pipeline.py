@@ -135,6 +135,11 @@ def test_killed_during_training_then_resubmitted_resumes(ray_cluster, tmp_path):
 
     summary = json.loads((root / "summary.json").read_text())
     assert "fine-tuned" in summary["evaluation_table"] and "base" in summary["evaluation_table"]
+    # the evaluation encodes in the job's driver, which Ray starts with OMP_NUM_THREADS=1: it must use every core
+    from synthembed.model.threads import available_cores
+
+    for run in ("base", "tuned"):
+        assert json.loads((root / "evaluate" / run / "manifest.json").read_text())["torch_threads"] == available_cores()
     data = summary["data"]  # the generate stage's statistics reach the summary, field by field
     stats = json.loads((root / "generate" / "stats.json").read_text())
     assert data["examples"] == stats["examples"] > 0 and data["languages"] == stats["num_languages"] >= 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -86,3 +88,18 @@ def test_bf16_vectors_match_fp32_on_a_real_model(shared_data):
     bf16 = Embedder.load("gemma3-270m", max_length=128, dtype="bfloat16").encode(texts)
     assert bf16.dtype == np.float32 and bf16.shape == fp32.shape
     assert _cosines(fp32, bf16).min() > 0.98
+
+
+def test_driver_threads_override_ray_single_thread_default():
+    """A process started as Ray starts a job's driver (OMP_NUM_THREADS=1) computes on every core it may use."""
+    import subprocess
+    import sys
+
+    from synthembed.model.threads import available_cores
+
+    code = ("import torch; from synthembed.model.threads import use_driver_threads; before = torch.get_num_threads(); "
+            "n = use_driver_threads(); print(before, n, torch.get_num_threads()); use_driver_threads(1); "
+            "print(torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1", str(available_cores()), str(available_cores()), "1"]

@@ -10,7 +10,8 @@ import yaml
 
 from synthembed.config import ConfigError, load_config
 from synthembed.serve import ServeConfig
-from synthembed.serve.batching import from_base64, padded_tokens, postprocess, to_base64
+from synthembed.model.batches import padded_tokens
+from synthembed.serve.batching import from_base64, postprocess, to_base64
 from synthembed.serve.errors import APIError
 from synthembed.serve.limits import parse_input, prepare_token_ids, resolve_instruction, tokenize_texts
 

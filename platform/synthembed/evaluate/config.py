@@ -63,6 +63,9 @@ class EvaluateConfig(StrictModel):
     cache: bool = Field(True, description="embedding cache keyed by model fingerprint and input text")
     cache_path: str | None = Field(None, description="default: $SYNTHEMBED_CACHE/embeddings.sqlite")
     ray: RayEncodeConfig = Field(default_factory=RayEncodeConfig)
+    torch_threads: int | None = Field(
+        None, ge=1, description="intra-op threads for in-process encoding (None: every core this process may use; "
+        "a Ray job's driver would otherwise inherit OMP_NUM_THREADS=1)")
     reference_scores: str | None = Field(None, description="REFERENCE_SCORES.md to compare against")
     reference_models: list[str] | None = Field(None, description="columns of the reference file to show (default all)")
     compare_with: list[str] = Field(default_factory=list, description="earlier run folders to put side by side")

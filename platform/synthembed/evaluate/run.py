@@ -28,6 +28,7 @@ from synthembed.evaluate.config import EvaluateConfig, EvalTask
 from synthembed.evaluate.encoders import make_spec
 from synthembed.evaluate.local_tasks import build_task, load_folder
 from synthembed.evaluate.report import load_run, write_report
+from synthembed.model.threads import use_driver_threads
 from synthembed.packaged import cache_dir
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,7 @@ def run(config: EvaluateConfig) -> Path:
             raise ValueError("tasks[].instruction needs tasks[].name (the task it applies to)")
         tasks.append((spec, task, provenance))
 
+    threads = use_driver_threads(config.torch_threads)  # in a Ray job's driver torch would run on one core
     encoder = build_encoder(config)
     folder = stage_folder(config, encoder.spec.fingerprint())
     out = folder.path
@@ -214,6 +216,7 @@ def run(config: EvaluateConfig) -> Path:
         "scores": scores,
         "instructions": instructions,
         "encode_stats": encoder.stats,
+        "torch_threads": threads,
         "task_seconds": timings,
         "seconds": round(time.time() - started, 2),
         "mteb_version": mteb.__version__,

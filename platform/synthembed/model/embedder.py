@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from synthembed.config import StrictModel
+from synthembed.model.batches import length_sorted_batches
 from synthembed.model.loading import describe_sources, resolve_model_dir
 from synthembed.model.precision import inference_dtype
 from synthembed.model.tokens import TextTokenizer
@@ -42,7 +43,10 @@ class ModelConfig(StrictModel):
     )
     device: str = Field("auto", description="'auto' picks cuda when available, else cpu")
     max_length: int = Field(512, ge=2, le=32768, description="tokens per text, EOS included")
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, description="most texts per forward pass")
+    max_batch_tokens: int | None = Field(
+        None, ge=2, description="most padded tokens (texts x longest text) per forward pass; None: batch_size "
+        "texts per pass whatever their length. With a budget, short texts share larger passes")
     padding_side: Literal["left", "right"] = "left"
     normalize: bool = True
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
@@ -151,18 +155,20 @@ class Embedder:
         max_length: int | None = None,
         normalize: bool | None = None,
         show_progress: bool = False,
+        max_batch_tokens: int | None = None,
     ) -> np.ndarray:
-        """Embed `texts` (query-formatted when an instruction is given) as a float32 [n, dim] array."""
+        """Embed `texts` (query-formatted when an instruction is given) as a float32 [n, dim] array.
+
+        Batches: longest first, at most `batch_size` texts and `max_batch_tokens` padded tokens each
+        (defaults: the config's)."""
         if isinstance(texts, str):
             raise TypeError("encode() takes a list of texts; wrap a single text as [text]")
         batch_size = batch_size or self.config.batch_size
+        max_batch_tokens = max_batch_tokens or self.config.max_batch_tokens
         normalize = self.config.normalize if normalize is None else normalize
         ids = self.tokenize(texts, instruction, max_length)
         out = np.empty((len(ids), self.dim), dtype=np.float32)
-        # Longest first: similar lengths share a batch (little padding), and an out-of-memory shows up
-        # on the first batch rather than at the end.
-        order = np.argsort([-len(x) for x in ids], kind="stable")
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        batches = length_sorted_batches([len(x) for x in ids], batch_size, max_batch_tokens)
         if show_progress:
             from tqdm.auto import tqdm
 

@@ -35,7 +35,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from synthembed.config import load_config
 from synthembed.model import Embedder
-from synthembed.serve.batching import padded_tokens, postprocess, to_base64
+from synthembed.model.batches import padded_tokens
+from synthembed.serve.batching import postprocess, to_base64
 from synthembed.serve.config import ServeConfig
 from synthembed.serve.errors import STATUS_TYPES, APIError, bad_request, loc_to_param
 from synthembed.serve.limits import parse_input, prepare_token_ids, resolve_instruction, tokenize_texts

@@ -1,6 +1,6 @@
 """Token-budget batching and the post-processing of pooled vectors.
 
-A forward pass costs (items x longest item) tokens once padded, so that is what the budget counts:
+A forward pass costs (items x longest item) tokens once padded (`synthembed.model.batches.padded_tokens`):
 `@serve.batch(max_batch_size=max_batch_tokens, batch_size_fn=padded_tokens)` closes a batch before the
 padded size would pass the budget. A client's large list is submitted item by item, so it is split over
 as many batches as the budget needs and shares them with other clients' items.
@@ -9,14 +9,8 @@ as many batches as the budget needs and shares them with other clients' items.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
 
 import numpy as np
-
-
-def padded_tokens(items: Sequence[Sequence[int]]) -> int:
-    """Tokens a batch occupies once padded to its longest item."""
-    return len(items) * max((len(x) for x in items), default=0)
 
 
 def postprocess(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:

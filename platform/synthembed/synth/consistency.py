@@ -72,6 +72,9 @@ def load_scorer(config: ConsistencyConfig, base_model):
     """The scoring encoder: the run's base `ModelConfig`, or the configured source."""
     from synthembed.evaluate.config import EvalModelConfig
     from synthembed.evaluate.encoders import LoadedEncoder, make_spec
+    from synthembed.model.threads import use_driver_threads
+
+    use_driver_threads()  # the pass scores in the job's driver, which Ray starts with OMP_NUM_THREADS=1
 
     if config.model == "base":
         model = EvalModelConfig(**{**base_model.model_dump(), "adapter": None, "max_length": config.max_length,
