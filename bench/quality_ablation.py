@@ -14,10 +14,11 @@ the quality targets are set on (ablation differences, not headline scores; the h
 on the full sets).
 The base model's scores are the same for every arm (its embeddings are cached after the first).
 
-    .venv/bin/python bench/quality_ablation.py [outputs/quality/generate] [--epochs N]
+    .venv/bin/python bench/quality_ablation.py [outputs/quality/generate] [--arms a,b] [--seeds 0,1] [--epochs N]
 
 Writes bench/results/quality_ablation.json: per arm the training rows, steps, final loss and per-task
-tuned scores with the delta over `none`.
+tuned scores, per seed and over seeds (mean, min, max), with the mean's delta over `none`. At ~130 rows
+and ~24 steps one seed's score moves by tens of points: compare arms over seeds, never one run each.
 """
 
 from __future__ import annotations
@@ -50,7 +51,12 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
-def arm_profile(arm: str, root: Path, generated: Path, epochs: int | None) -> Path:
+def arm_root(out: Path, arm: str, seed: int) -> Path:
+    """Seed 0 is the arm's own folder (as before seeds existed); another seed trains in `<arm>-seed<N>`."""
+    return out / (arm if seed == 0 else f"{arm}-seed{seed}")
+
+
+def arm_profile(arm: str, root: Path, generated: Path, epochs: int | None, seed: int = 0) -> Path:
     quality = yaml.safe_load((REPO / "configs" / "cpu-quality.yaml").read_text())
     # cpu-tiny's subsets of the tasks the quality targets are set on (STSb, STSb-multi, Tatoeba): the arms
     # differ in training data only, and these three move with it; SciFact and Banking77 are in quality.json
@@ -60,6 +66,8 @@ def arm_profile(arm: str, root: Path, generated: Path, epochs: int | None) -> Pa
                              "evaluate": {"tasks": subsets, "classification_protocols": ["mteb"]}})
     if epochs:
         over = merge(over, {"train": {"epochs": epochs}})
+    if seed:  # the training data order and LoRA init; the rows and the filters stay the arm's
+        over = merge(over, {"train": {"seed": seed}})
     profile = merge(quality, over)
     root.mkdir(parents=True, exist_ok=True)
     link = root / "generate"
@@ -88,6 +96,14 @@ def arm_result(root: Path) -> dict:
             "base": {t: round(statistics.mean(v.values()), 2) for t, v in base.items()}}
 
 
+def over_seeds(runs: dict[int, dict]) -> dict:
+    """Per task: mean, min, max and the seeds' scores of one arm's fine-tuned model."""
+    tasks = set.intersection(*(set(r["tuned"]) for r in runs.values()))
+    return {t: {"mean": round(statistics.mean(r["tuned"][t] for r in runs.values()), 2),
+                "min": min(r["tuned"][t] for r in runs.values()), "max": max(r["tuned"][t] for r in runs.values()),
+                "by_seed": {seed: r["tuned"][t] for seed, r in runs.items()}} for t in sorted(tasks)}
+
+
 def main() -> None:
     from common import write_result
 
@@ -96,28 +112,38 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "outputs" / "quality-ablation"))
     ap.add_argument("--epochs", type=int, default=None, help="override train.epochs (default: the profile's)")
     ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--seeds", default="0", help="train.seed values per arm, e.g. 0,1,2: the spread of one "
+                    "arm over seeds is the noise any difference between arms has to beat")
     args = ap.parse_args()
+    seeds = [int(x) for x in args.seeds.split(",")]
+    out = Path(args.out).resolve()
     generated = Path(args.generated).resolve()
     if not (generated / "manifest.json").is_file():
         raise SystemExit(f"{generated}: no finished generation; run `make quality-generate` and let it finish")
     subprocess.run([str(REPO / "scripts" / "cluster.sh"), "start"], check=True, cwd=REPO)
-    for arm in args.arms.split(","):
-        root = Path(args.out).resolve() / arm
-        profile = arm_profile(arm, root, generated, args.epochs)
-        print(f"== arm {arm}: {profile}", flush=True)
-        subprocess.run([str(REPO / "scripts" / "cluster.sh"), "submit", "--submission-id",
-                        f"ablation-{arm}-{os.getpid()}", "--", "python", "jobs/pipeline.py", "--config", str(profile)],
-                       check=True, cwd=REPO)
-    # every finished arm, also those of an earlier invocation (--arms runs a few at a time)
-    results = {arm: arm_result(Path(args.out).resolve() / arm) for arm in ARMS
-               if (Path(args.out).resolve() / arm / "evaluate" / "tuned" / "manifest.json").is_file()}
-    ref = results.get("none", {}).get("tuned", {})
+    for arm in [a for a in args.arms.split(",") if a]:  # --arms "": only collect the finished ones
+        for seed in seeds:
+            profile = arm_profile(arm, arm_root(out, arm, seed), generated, args.epochs, seed)
+            print(f"== arm {arm}, seed {seed}: {profile}", flush=True)
+            subprocess.run([str(REPO / "scripts" / "cluster.sh"), "submit", "--submission-id",
+                            f"ablation-{arm}-{seed}-{os.getpid()}", "--", "python", "jobs/pipeline.py", "--config",
+                            str(profile)], check=True, cwd=REPO)
+    # every finished arm and seed, also those of an earlier invocation (--arms runs a few at a time)
+    results = {}
+    for arm in ARMS:
+        runs = {seed: arm_result(arm_root(out, arm, seed)) for seed in range(100)
+                if (arm_root(out, arm, seed) / "evaluate" / "tuned" / "manifest.json").is_file()}
+        if runs:
+            results[arm] = {**runs[min(runs)], "seeds": runs, "tuned_over_seeds": over_seeds(runs)}
+    ref = results.get("none", {}).get("tuned_over_seeds", {})
     for r in results.values():
-        r["delta_vs_none"] = {t: round(v - ref[t], 2) for t, v in r["tuned"].items() if t in ref}
+        r["delta_vs_none"] = {t: round(v["mean"] - ref[t]["mean"], 2) for t, v in r["tuned_over_seeds"].items()
+                              if t in ref}
     payload = {"generated": str(generated), "arms": results, "arm_settings": {a: ARMS[a] for a in results},
                "evaluation": "cpu-tiny's subsets (configs/cpu-tiny.yaml evaluate.tasks) of STSb, STSb-multi, Tatoeba",
+               "delta_definition": "mean over the arm's seeds minus the mean over none's seeds",
                "epochs": args.epochs}
-    print(json.dumps({a: r["tuned"] for a, r in results.items()}, indent=1))
+    print(json.dumps({a: r["tuned_over_seeds"] for a, r in results.items()}, indent=1))
     print(f"wrote {write_result('quality_ablation', payload)}")
 
 

@@ -33,3 +33,17 @@ def test_each_arm_adds_one_filter_and_reads_the_one_generation(tmp_path):
         assert [d.path for d in wired.train.data[1:]] == []  # the quality profile's own data entry is dropped
         margins[arm] = config.train.false_negative_margin
     assert margins == {"none": None, "language": None, "consistency": None, "fn_mask": 0.1}
+
+
+def test_a_second_seed_trains_in_its_own_folder_with_that_seed(tmp_path):
+    from quality_ablation import arm_root, over_seeds
+
+    generated = tmp_path / "generate"
+    generated.mkdir()
+    out = tmp_path / "ablation"
+    assert arm_root(out, "none", 0) == out / "none" and arm_root(out, "none", 2) == out / "none-seed2"
+    profile = arm_profile("none", arm_root(out, "none", 2), generated, None, seed=2)
+    config = PipelineConfig.model_validate(yaml.safe_load(profile.read_text()))
+    assert config.train.seed == 2 and config.output_root == str(out / "none-seed2")
+    spread = over_seeds({0: {"tuned": {"sts": 70.0, "only0": 1.0}}, 2: {"tuned": {"sts": 50.0}}})
+    assert spread == {"sts": {"mean": 60.0, "min": 50.0, "max": 70.0, "by_seed": {0: 70.0, 2: 50.0}}}
