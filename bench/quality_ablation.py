@@ -120,8 +120,10 @@ def main() -> None:
     generated = Path(args.generated).resolve()
     if not (generated / "manifest.json").is_file():
         raise SystemExit(f"{generated}: no finished generation; run `make quality-generate` and let it finish")
-    subprocess.run([str(REPO / "scripts" / "cluster.sh"), "start"], check=True, cwd=REPO)
-    for arm in [a for a in args.arms.split(",") if a]:  # --arms "": only collect the finished ones
+    arms = [a for a in args.arms.split(",") if a]  # --arms "": only collect the finished ones
+    if arms:
+        subprocess.run([str(REPO / "scripts" / "cluster.sh"), "start"], check=True, cwd=REPO)
+    for arm in arms:
         for seed in seeds:
             profile = arm_profile(arm, arm_root(out, arm, seed), generated, args.epochs, seed)
             print(f"== arm {arm}, seed {seed}: {profile}", flush=True)
