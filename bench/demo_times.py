@@ -2,9 +2,14 @@
 
 Each run is a finished demo: its `summary.json` (stage seconds, as the pipeline measured them) and, when
 given, the `make demo` log whose `/usr/bin/time -v` lines give the whole command's wall time (setup
-included). The commit and the dtype `auto` picked are recorded per run, from the run's own folders.
+included). Each run also records the CPU it ran on (this script runs on the machine that ran the demos):
+one machine kind comes with and without AMX, and the stage times differ by 2-4x between the two.
 
     .venv/bin/python bench/demo_times.py before=/path/a/outputs/pipeline:/path/a.log after=outputs/pipeline:b.log
+
+`--note=TEXT` adds a note on these runs. `--keep` keeps the runs already in bench/results/demo.json
+(their folders may be gone) and adds these. The speed-ups compare the first and the last run named on
+this command line: name two runs of one machine.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import RESULTS, machine, write_result  # noqa: E402
 
 
 def wall_from_time_log(log: Path) -> float | None:
@@ -30,8 +35,10 @@ def run_record(root: Path, log: Path | None) -> dict:
     summary = json.loads((root / "summary.json").read_text())
     stages = {k: v for k, v in summary.get("stage_seconds", {}).items()}
     numeric = [v for v in stages.values() if isinstance(v, (int, float))]
+    here = machine()
     rec = {"output_root": str(root), "stage_seconds": stages, "pipeline_seconds": round(sum(numeric), 1),
-           "examples": summary.get("data", {}).get("examples")}
+           "examples": summary.get("data", {}).get("examples"),
+           "machine": {"cpu": here["cpu"], "cpu_bf16_flags": here["cpu_bf16_flags"]}}
     if log is not None and log.is_file():
         rec["make_demo_wall_s"] = wall_from_time_log(log)
         text = log.read_text(errors="replace")
@@ -40,20 +47,40 @@ def run_record(root: Path, log: Path | None) -> dict:
     return rec
 
 
+def previous_runs() -> tuple[dict, list[str]]:
+    """The runs and notes of the committed demo.json, each run with the machine it ran on (older files
+    recorded it once for all)."""
+    path = RESULTS / "demo.json"
+    if not path.is_file():
+        return {}, []
+    old = json.loads(path.read_text())
+    runs = {label: {"machine": {"cpu": old.get("machine", {}).get("cpu")}, **rec}
+            for label, rec in old.get("runs", {}).items()}
+    notes = old.get("notes") or ([old["note"]] if "note" in old else [])
+    return runs, notes
+
+
 def main() -> None:
-    runs = {}
-    for arg in sys.argv[1:]:
+    args = sys.argv[1:]
+    keep = "--keep" in args
+    new_notes = [a.split("=", 1)[1] for a in args if a.startswith("--note=")]
+    args = [a for a in args if a != "--keep" and not a.startswith("--note=")]
+    runs, notes = previous_runs() if keep else ({}, [])
+    notes = notes + new_notes
+    labels = []
+    for arg in args:
         label, _, paths = arg.partition("=")
         root, _, log = paths.partition(":")
         runs[label] = run_record(Path(root).resolve(), Path(log) if log else None)
+        labels.append(label)
         print(label, json.dumps(runs[label]))
-    labels = list(runs)
-    payload = {"runs": runs}
+    payload = {"runs": runs, "notes": notes}
     if len(labels) >= 2:
         a, b = runs[labels[0]], runs[labels[-1]]
         payload["speedup_pipeline"] = round(a["pipeline_seconds"] / b["pipeline_seconds"], 2)
         payload["speedup_per_stage"] = {k: round(a["stage_seconds"][k] / v, 2) for k, v in b["stage_seconds"].items()
                                         if isinstance(v, (int, float)) and isinstance(a["stage_seconds"].get(k), (int, float)) and v}
+    payload["compared"] = labels[:1] + labels[-1:] if len(labels) >= 2 else []
     payload["command"] = "python bench/demo_times.py " + " ".join(sys.argv[1:])
     print(f"wrote {write_result('demo', payload)}")
 
