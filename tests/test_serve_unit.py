@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import yaml
 from synthembed.config import ConfigError, load_config
 from synthembed.serve import ServeConfig
 from synthembed.model.batches import padded_tokens
-from synthembed.serve.batching import from_base64, postprocess, to_base64
+from synthembed.serve.batching import IdleBatcher, from_base64, postprocess, to_base64
 from synthembed.serve.errors import APIError
 from synthembed.serve.limits import parse_input, prepare_token_ids, resolve_instruction, tokenize_texts
 
@@ -124,3 +126,84 @@ def test_postprocess_cut_then_renormalise_and_base64():
     np.testing.assert_allclose(cut, v[:, :4] / np.linalg.norm(v[:, :4], axis=1, keepdims=True), atol=1e-6)
     np.testing.assert_array_equal(from_base64(to_base64(full[0])), full[0])
     assert padded_tokens([[1, 2, 3], [1]]) == 6
+
+
+# ------------------------------------------------------------------------------------------ IdleBatcher
+class GatedModel:
+    """A forward pass that records its batches and, while `gate` is clear, blocks (a pass in progress)."""
+
+    def __init__(self, fail_on: int | None = None):
+        self.batches: list[list[list[int]]] = []
+        self.gate = threading.Event()
+        self.started = threading.Event()
+        self.fail_on = fail_on
+
+    def __call__(self, batch):
+        self.batches.append([list(x) for x in batch])
+        self.started.set()
+        self.gate.wait(10)
+        if self.fail_on is not None and any(self.fail_on in x for x in batch):
+            raise RuntimeError("forward failed")
+        return np.array([[float(sum(x)), float(len(x))] for x in batch])
+
+
+async def _wait_started(model: GatedModel) -> None:
+    await asyncio.to_thread(model.started.wait, 10)
+    model.started.clear()
+
+
+def test_batcher_puts_everything_that_queued_during_a_pass_into_the_next_one():
+    # Serve's own batch loop would have cut the 6 late arrivals into wait-timeout slices.
+    async def scenario():
+        model = GatedModel()
+        batcher = IdleBatcher(model, max_batch_tokens=1000, wait_s=0.001)
+        first = asyncio.ensure_future(batcher.embed([1, 2]))
+        await _wait_started(model)  # pass 1 runs with [1, 2] alone
+        late = [asyncio.ensure_future(batcher.embed([10 + i] * 3)) for i in range(6)]
+        await asyncio.sleep(0.05)  # far longer than wait_s: the late ones wait for the model, not for a timer
+        model.gate.set()
+        return model, await first, await asyncio.gather(*late)
+
+    model, first, late = asyncio.run(scenario())
+    assert [len(b) for b in model.batches] == [1, 6]
+    assert first.tolist() == [3.0, 2.0]
+    assert [v.tolist() for v in late] == [[3.0 * (10 + i), 3.0] for i in range(6)]  # each answer is its own
+
+
+def test_batcher_closes_batches_at_the_token_budget_in_arrival_order():
+    async def scenario():
+        model = GatedModel()
+        model.gate.set()
+        batcher = IdleBatcher(model, max_batch_tokens=12, wait_s=0.01)
+        lengths = [4, 4, 4, 2, 6, 6, 1]
+        out = await asyncio.gather(*(batcher.embed([i] * n) for i, n in enumerate(lengths)))
+        return model, lengths, out
+
+    model, lengths, out = asyncio.run(scenario())
+    # padded size = items x longest: [4,4,4] = 12; [2,6] = 12 (a third would be 18); [6,1] = 12
+    assert [[len(x) for x in b] for b in model.batches] == [[4, 4, 4], [2, 6], [6, 1]]
+    assert all(padded_tokens(b) <= 12 for b in model.batches)
+    assert [v[1] for v in out] == lengths
+
+
+def test_batcher_drops_cancelled_requests_and_survives_a_failed_pass():
+    async def scenario():
+        model = GatedModel(fail_on=99)
+        batcher = IdleBatcher(model, max_batch_tokens=1000, wait_s=0.001)
+        first = asyncio.ensure_future(batcher.embed([1]))
+        await _wait_started(model)
+        gone = asyncio.ensure_future(batcher.embed([7, 7]))
+        bad = asyncio.ensure_future(batcher.embed([99]))
+        await asyncio.sleep(0.01)
+        gone.cancel()  # its client left while the model was busy
+        model.gate.set()
+        await first
+        with pytest.raises(RuntimeError, match="forward failed"):
+            await bad
+        after = await batcher.embed([5, 5])  # the worker goes on after a failed pass
+        return model, after
+
+    model, after = asyncio.run(scenario())
+    assert [7, 7] not in [x for b in model.batches for x in b]
+    assert model.batches == [[[1]], [[99]], [[5, 5]]]
+    assert after.tolist() == [10.0, 2.0]

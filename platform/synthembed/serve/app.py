@@ -8,8 +8,8 @@ Routes (all behind the optional API key):
   GET  /health          200 once the model is loaded (a replica only starts answering after loading)
 
 Request path inside a replica: read body (size cap) -> validate (OpenAI error shape on failure) ->
-tokenize with `Embedder.tokenize` (cap, truncate|reject) -> each input goes to `_forward`, a
-`@serve.batch` method whose batches are closed by a padded-token budget -> cut to `dimensions`,
+tokenize with `Embedder.tokenize` (cap, truncate|reject) -> each input goes to the replica's
+`IdleBatcher`, whose batches are formed when the model is free and closed by a padded-token budget -> cut to `dimensions`,
 re-normalise -> float or base64. Overload is refused by Serve itself before the request reaches a
 replica: `max_queued_requests` + `BackpressureConfig` answer 429 (or 503) with `Retry-After`.
 """
@@ -35,8 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from synthembed.config import load_config
 from synthembed.model import Embedder
-from synthembed.model.batches import padded_tokens
-from synthembed.serve.batching import postprocess, to_base64
+from synthembed.serve.batching import IdleBatcher, postprocess, to_base64
 from synthembed.serve.config import ServeConfig
 from synthembed.serve.errors import STATUS_TYPES, APIError, bad_request, loc_to_param
 from synthembed.serve.limits import parse_input, prepare_token_ids, resolve_instruction, tokenize_texts
@@ -167,8 +166,8 @@ class EmbeddingService:
         self.key_hashes = list(key_hashes or [])
         self._tokenizer_lock = threading.Lock()
         self.metrics = ServeMetrics(self.model_name)
-        self._forward.set_max_batch_size(self.config.batching.max_batch_tokens)
-        self._forward.set_batch_wait_timeout_s(self.config.batching.batch_wait_timeout_s)
+        self.batcher = IdleBatcher(self.embedder.embed_ids, self.config.batching.max_batch_tokens,
+                                   self.config.batching.batch_wait_timeout_s, self._observe_batch)
         log.info("serving %s (dim %d, cap %d tokens, torch threads %d, api key %s)", self.model_name,
                  self.embedder.dim, self.cap, torch.get_num_threads(), "on" if self.key_hashes else "off")
 
@@ -248,7 +247,7 @@ class EmbeddingService:
             raise bad_request(f"input has {tok.tokens} tokens in total; the limit is "
                               f"{limits.max_tokens_per_request} per request: split it", "input", "too_many_tokens")
         # Item by item into the batcher: a large list is spread over token-budget batches.
-        vectors = await asyncio.gather(*(self._forward(ids) for ids in tok.ids))
+        vectors = await asyncio.gather(*(self.batcher.embed(ids) for ids in tok.ids))
         out = postprocess(np.stack(vectors), req.dimensions, self.config.model.normalize)
         if not np.isfinite(out).all():
             bad = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
@@ -273,21 +272,10 @@ class EmbeddingService:
         with self._tokenizer_lock:
             return tokenize_texts(self.embedder, texts, instruction, self.cap, self.config.limits.truncate)
 
-    # ---------------------------------------------------------------------------------------- batcher
-    @serve.batch(max_batch_size=8192, batch_wait_timeout_s=0.005, batch_size_fn=padded_tokens)
-    async def _forward(self, items: list[list[int]]) -> list[np.ndarray]:
-        # The forward pass runs in a thread so the event loop keeps reading requests and filling the
-        # next batch meanwhile (one batch at a time: max_concurrent_batches=1).
-        start = time.perf_counter()
-        vectors = await asyncio.to_thread(self._run, items)
-        self.metrics.forward_s.observe(time.perf_counter() - start)
-        self.metrics.batch_items.observe(len(items))
-        self.metrics.batch_tokens.observe(padded_tokens(items))
-        return list(vectors)
-
-    def _run(self, items: list[list[int]]) -> np.ndarray:
-        return self.embedder.embed_ids(items)
-
+    def _observe_batch(self, items: int, tokens: int, seconds: float) -> None:
+        self.metrics.forward_s.observe(seconds)
+        self.metrics.batch_items.observe(items)
+        self.metrics.batch_tokens.observe(tokens)
 
 
 # ------------------------------------------------------------------------------------------ building

@@ -55,12 +55,13 @@ class AuthConfig(StrictModel):
 
 
 class BatchingConfig(StrictModel):
-    """Dynamic batching across requests (`@serve.batch`) under a token budget."""
+    """Dynamic batching across requests under a token budget (`synthembed.serve.batching.IdleBatcher`)."""
 
     max_batch_tokens: int = Field(
         8192, ge=2, description="padded tokens per forward pass (items x longest item); bounds activation memory"
     )
-    batch_wait_timeout_s: float = Field(0.005, ge=0, description="how long a batch waits to fill after its first item")
+    batch_wait_timeout_s: float = Field(0.005, ge=0, description="how long an idle model waits for company after a first "
+                                        "item (inputs that queued during a running pass go at once)")
 
 
 class DeploymentConfig(StrictModel):
