@@ -9,7 +9,7 @@ one machine kind comes with and without AMX, and the stage times differ by 2-4x 
 
 `--note=TEXT` adds a note on these runs. `--keep` keeps the runs already in bench/results/demo.json
 (their folders may be gone) and adds these. The speed-ups compare the first and the last run named on
-this command line: name two runs of one machine.
+this command line (`--against=LABEL` puts a kept run first): name two runs of one machine.
 """
 
 from __future__ import annotations
@@ -64,10 +64,11 @@ def main() -> None:
     args = sys.argv[1:]
     keep = "--keep" in args
     new_notes = [a.split("=", 1)[1] for a in args if a.startswith("--note=")]
-    args = [a for a in args if a != "--keep" and not a.startswith("--note=")]
+    against = [a.split("=", 1)[1] for a in args if a.startswith("--against=")]
+    args = [a for a in args if a != "--keep" and not a.startswith(("--note=", "--against="))]
     runs, notes = previous_runs() if keep else ({}, [])
     notes = notes + new_notes
-    labels = []
+    labels = list(against)
     for arg in args:
         label, _, paths = arg.partition("=")
         root, _, log = paths.partition(":")
