@@ -91,13 +91,31 @@ def _submit(address: str, submission_id: str, config: Path, wait: bool, extra: l
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
 
 
+def _labeled_rows(path: Path, n: int) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    topics = ["tea", "rivers", "violins", "glaciers", "bread", "comets", "bridges", "owls"][:n]
+    pq.write_table(pa.table({
+        "query": [f"what is known about {t}?" for t in topics],
+        "positive": [f"A short encyclopedia entry about {t}." for t in topics],
+        "hard_negative": [f"A shopping list that mentions {t} once." for t in topics],
+        "instruction": ["Given a question, retrieve a passage that answers it"] * len(topics),
+    }), path)
+    return path
+
+
 @pytest.mark.slow
 def test_killed_during_training_then_resubmitted_resumes(ray_cluster, tmp_path):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     root = tmp_path / "run"
+    config = _profile(root)
+    # The 135M generator's yield varies (CI once kept 3 valid rows of 12, fewer than one batch): a few labeled
+    # rows mixed in give the run its 10 steps whatever the yield; the generated rows are trained on too.
+    config["train"]["data"] = [{"path": str(_labeled_rows(tmp_path / "labeled.parquet", 8))}]
     config_path = tmp_path / "profile.yaml"
-    config_path.write_text(yaml.safe_dump(_profile(root)))
+    config_path.write_text(yaml.safe_dump(config))
     client = JobSubmissionClient(ray_cluster)
     first = f"pipeline-a-{os.getpid()}"
     proc = _submit(ray_cluster, first, config_path, wait=False)
