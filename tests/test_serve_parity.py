@@ -68,7 +68,8 @@ def test_prometheus_metrics_exported(smol_app, ray_cluster):
             break
         time.sleep(2)
     for name in ("synthembed_requests", "synthembed_tokens", "synthembed_batch_items_bucket",
-                 "synthembed_batch_padded_tokens_bucket", "synthembed_request_latency_s_bucket"):
+                 "synthembed_batch_padded_tokens_bucket", "synthembed_request_latency_s_bucket",
+                 "synthembed_queued_inputs"):
         assert name in text, f"{name} not exported"
     tokens = [line for line in text.splitlines() if line.startswith("ray_synthembed_tokens") or
               line.startswith("synthembed_tokens")]

@@ -134,12 +134,14 @@ class GatedModel:
 
     def __init__(self, fail_on: int | None = None):
         self.batches: list[list[list[int]]] = []
+        self.threads: list[int] = []
         self.gate = threading.Event()
         self.started = threading.Event()
         self.fail_on = fail_on
 
     def __call__(self, batch):
         self.batches.append([list(x) for x in batch])
+        self.threads.append(threading.get_ident())
         self.started.set()
         self.gate.wait(10)
         if self.fail_on is not None and any(self.fail_on in x for x in batch):
@@ -174,15 +176,20 @@ def test_batcher_closes_batches_at_the_token_budget_in_arrival_order():
     async def scenario():
         model = GatedModel()
         model.gate.set()
-        batcher = IdleBatcher(model, max_batch_tokens=12, wait_s=0.01)
+        seen = []
+        batcher = IdleBatcher(model, max_batch_tokens=12, wait_s=0.01, on_batch=lambda *a: seen.append(a))
         lengths = [4, 4, 4, 2, 6, 6, 1]
         out = await asyncio.gather(*(batcher.embed([i] * n) for i, n in enumerate(lengths)))
-        return model, lengths, out
+        return model, lengths, out, seen
 
-    model, lengths, out = asyncio.run(scenario())
+    model, lengths, out, seen = asyncio.run(scenario())
+    # on_batch: (items, padded tokens, seconds, inputs still queued when the pass started)
+    assert [(n, t, q) for n, t, _, q in seen] == [(3, 12, 4), (2, 12, 2), (2, 12, 0)]
     # padded size = items x longest: [4,4,4] = 12; [2,6] = 12 (a third would be 18); [6,1] = 12
     assert [[len(x) for x in b] for b in model.batches] == [[4, 4, 4], [2, 6], [6, 1]]
     assert all(padded_tokens(b) <= 12 for b in model.batches)
+    # every pass on one thread of the batcher's own (one OpenMP team), never on the event loop's
+    assert len(set(model.threads)) == 1 and model.threads[0] != threading.get_ident()
     assert [v[1] for v in out] == lengths
 
 

@@ -272,8 +272,9 @@ class EmbeddingService:
         with self._tokenizer_lock:
             return tokenize_texts(self.embedder, texts, instruction, self.cap, self.config.limits.truncate)
 
-    def _observe_batch(self, items: int, tokens: int, seconds: float) -> None:
+    def _observe_batch(self, items: int, tokens: int, seconds: float, queued: int) -> None:
         self.metrics.forward_s.observe(seconds)
+        self.metrics.queued.set(queued)
         self.metrics.batch_items.observe(items)
         self.metrics.batch_tokens.observe(tokens)
 

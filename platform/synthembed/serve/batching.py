@@ -20,6 +20,7 @@ import base64
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,20 +58,27 @@ class _Item:
 class IdleBatcher:
     """Queue token sequences from many requests; one worker runs them in token-budget batches.
 
-    `run(batch)` is the forward pass (called in a thread, one batch at a time) and returns one vector per
-    sequence. A batch takes queued sequences first in, first out, while `padded_tokens` stays within
+    `run(batch)` is the forward pass and returns one vector per sequence. It runs on one thread of its own,
+    one batch at a time, so the event loop goes on reading requests meanwhile, and every pass is computed
+    by the same OpenMP thread team: libgomp gives each new calling thread a team of its own, and
+    `asyncio.to_thread`'s pool handed passes to several threads whose idle teams spun on the 2 cores the
+    proxy needs (served/in-process at c=32 long 0.78 -> 0.96, bench/results/serve_forward_thread.json).
+    A batch takes queued sequences first in, first out, while `padded_tokens` stays within
     `max_batch_tokens` (always at least one). When the model is idle and a first sequence arrives, the
     batch waits up to `wait_s` for company; when sequences queued during the previous pass, it starts
     at once. A cancelled request's sequences are dropped before they cost a forward pass. `on_batch(items,
-    tokens, seconds)` is told about every pass (metrics)."""
+    tokens, seconds, queued)` is told about every pass (metrics; `queued`: sequences left waiting when it
+    started)."""
 
     run: Callable[[list[Sequence[int]]], np.ndarray]
     max_batch_tokens: int
     wait_s: float = 0.005
-    on_batch: Callable[[int, int, float], None] | None = None
+    on_batch: Callable[[int, int, float, int], None] | None = None
     _queue: deque = field(default_factory=deque, init=False)
     _arrived: asyncio.Event | None = field(default=None, init=False)
     _worker: asyncio.Task | None = field(default=None, init=False)
+    _thread: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward"), init=False)
 
     async def embed(self, ids: Sequence[int]) -> np.ndarray:
         loop = asyncio.get_running_loop()
@@ -104,9 +112,11 @@ class IdleBatcher:
             batch = self._take()
             if not batch:
                 continue
+            queued = len(self._queue)
             start = time.perf_counter()
             try:
-                vectors = await asyncio.to_thread(self.run, [x.ids for x in batch])
+                vectors = await asyncio.get_running_loop().run_in_executor(self._thread, self.run,
+                                                                           [x.ids for x in batch])
             except Exception as err:  # the requests of this batch fail; the worker serves the next one
                 for x in batch:
                     if not x.future.done():
@@ -116,4 +126,4 @@ class IdleBatcher:
                 if not x.future.done():
                     x.future.set_result(v)
             if self.on_batch is not None:
-                self.on_batch(len(batch), padded_tokens([x.ids for x in batch]), time.perf_counter() - start)
+                self.on_batch(len(batch), padded_tokens([x.ids for x in batch]), time.perf_counter() - start, queued)

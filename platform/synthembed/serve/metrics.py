@@ -32,8 +32,10 @@ class ServeMetrics:
             "synthembed_batch_padded_tokens", "padded tokens per forward pass", TOKEN_BOUNDS, tag_keys=tags)
         self.forward_s = metrics.Histogram(
             "synthembed_forward_latency_s", "forward pass time", LATENCY_BOUNDS, tag_keys=tags)
+        self.queued = metrics.Gauge(
+            "synthembed_queued_inputs", "inputs still waiting when the last forward pass started", tag_keys=tags)
         for m in (self.inputs, self.tokens, self.truncated, self.nonfinite, self.latency, self.batch_items,
-                  self.batch_tokens, self.forward_s):
+                  self.batch_tokens, self.forward_s, self.queued):
             m.set_default_tags(self.default_tags)
 
     def request(self, status: int, seconds: float | None = None) -> None:
