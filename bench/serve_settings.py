@@ -6,7 +6,9 @@ setting starts a fresh local Ray with its environment (what `ray start` would ge
 cpu-tiny `serve:` section (smollm2-135m, dtype auto) and runs three closed-loop points: short (~16 tokens)
 at c=1 and c=32, long (~256 tokens) at c=32. Beside throughput it records the CPU seconds each process
 spent per input (client, proxy, replica, Ray's own daemons), from /proc, so the cost moves are visible.
-The in-process ceiling (Embedder.encode, batch 32) is measured in the same child before its Ray starts.
+The in-process ceiling (Embedder.encode, batch 32) is measured in the same child before its Ray starts,
+and so is the chip's matmul rate in the serving dtype (again after the points): each side's achieved
+FLOP/s at c=32 long is reported as a fraction of it (bench/roofline.py).
 Settings run in rounds (A B C ... A B C ...) so slow drift of the machine hits them alike.
 
     flock /tmp/synthembed-bench.lock .venv/bin/python bench/serve_settings.py [--rounds 2] [--only a,b]
@@ -91,6 +93,7 @@ def one(name: str) -> dict:
     import ray
     import torch
     from ray import serve
+    from roofline import forward_flop_per_token, matmul_flop_per_s, roofline
     from serve import closed_loop, make_texts, wait_ready
 
     from synthembed.config import load_config
@@ -111,6 +114,12 @@ def one(name: str) -> dict:
         start = time.perf_counter()
         embedder.encode(texts[length], batch_size=32)
         in_process[length] = len(texts[length]) / (time.perf_counter() - start)
+    dtype = str(inference_dtype(cfg.model.dtype, torch.device("cpu"))).removeprefix("torch.")
+    # the chip's matmul rate in the serving dtype, measured here (same load) and again after the points
+    peak_start = matmul_flop_per_s(dtype)
+    lengths = {k: [len(x) for x in embedder.tokenize(v, max_length=512)] for k, v in texts.items()}
+    tokens_per_input = {k: sum(v) / len(v) for k, v in lengths.items()}
+    flop = {k: forward_flop_per_token(embedder.model, v) for k, v in lengths.items()}
     del embedder
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-serve-settings-"))
@@ -131,10 +140,16 @@ def one(name: str) -> dict:
         serve.shutdown()
     finally:
         ray.shutdown()
+    peak_end = matmul_flop_per_s(dtype)
+    peak = {**peak_start, "flop_per_s": (peak_start["flop_per_s"] + peak_end["flop_per_s"]) / 2,
+            "start": peak_start["flop_per_s"], "end": peak_end["flop_per_s"]}
+    sides = {"served": points["long/c32"]["throughput"], "in_process": in_process["long"]}
     return {"in_process": in_process, "points": points, "served_over_in_process_long_c32":
             points["long/c32"]["throughput"] / in_process["long"],
             "served_over_in_process_short_c32": points["short/c32"]["throughput"] / in_process["short"],
-            "dtype": str(inference_dtype(cfg.model.dtype, torch.device("cpu"))).removeprefix("torch.")}
+            "roofline_long_c32": {side: roofline(v * tokens_per_input["long"], flop["long"], peak)
+                                  for side, v in sides.items()},
+            "dtype": dtype}
 
 
 def main() -> None:
@@ -182,6 +197,10 @@ def main() -> None:
             "short/c1_p50_ms": spread([r["points"]["short/c1"]["p50_ms"] for r in ok]),
             "served_over_in_process_long_c32": spread([r["served_over_in_process_long_c32"] for r in ok]),
             "served_over_in_process_short_c32": spread([r["served_over_in_process_short_c32"] for r in ok]),
+            **{f"roofline_fraction_long_c32_{side}": spread([r["roofline_long_c32"][side]["fraction_of_roofline"]
+                                                             for r in ok if "roofline_long_c32" in r])
+               for side in ("served", "in_process") if any("roofline_long_c32" in r for r in ok)},
+            "dtype": ok[0].get("dtype"),
             "cpu_ms_per_input_long_c32": {k: round(1e3 * sum(r["points"]["long/c32"]["cpu_s_per_input"].get(k, 0)
                                                             for r in ok) / len(ok), 2)
                                           for k in ok[0]["points"]["long/c32"]["cpu_s_per_input"]},
