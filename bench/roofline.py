@@ -41,6 +41,12 @@ def matmul_flop_per_s(dtype: str, size: int = 2048, repeats: int = 5) -> dict:
             "flop_per_s": statistics.median(rates), "min": min(rates), "max": max(rates)}
 
 
+def around(start: dict, end: dict) -> dict:
+    """One roofline from matmul rates measured before and after a long benchmark (the load may drift)."""
+    return {**start, "flop_per_s": (start["flop_per_s"] + end["flop_per_s"]) / 2,
+            "start": start["flop_per_s"], "end": end["flop_per_s"]}
+
+
 def _text_config(config):
     return getattr(config, "text_config", None) or config
 

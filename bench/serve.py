@@ -249,7 +249,7 @@ def main() -> None:
 
     torch.set_num_threads(2)
     from synthembed.config import load_config
-    from roofline import forward_flop_per_token, matmul_flop_per_s, roofline
+    from roofline import around, forward_flop_per_token, matmul_flop_per_s, roofline
 
     from synthembed.model import Embedder
     from synthembed.model.loading import resolve_model_dir
@@ -365,8 +365,7 @@ def main() -> None:
             stop(proc)
 
     peak_end = matmul_flop_per_s(dtype)
-    peak = {**peak_start, "flop_per_s": (peak_start["flop_per_s"] + peak_end["flop_per_s"]) / 2,
-            "start": peak_start["flop_per_s"], "end": peak_end["flop_per_s"]}
+    peak = around(peak_start, peak_end)
     lengths = {k: [len(x) for x in embedder.tokenize(v, max_length=512)] for k, v in sets.items()}
     flop = {k: forward_flop_per_token(embedder.model, v) for k, v in lengths.items()}
     results["in_process"] = {k: spread(v) for k, v in in_proc.items()}

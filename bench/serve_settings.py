@@ -93,7 +93,7 @@ def one(name: str) -> dict:
     import ray
     import torch
     from ray import serve
-    from roofline import forward_flop_per_token, matmul_flop_per_s, roofline
+    from roofline import around, forward_flop_per_token, matmul_flop_per_s, roofline
     from serve import closed_loop, make_texts, wait_ready
 
     from synthembed.config import load_config
@@ -141,8 +141,7 @@ def one(name: str) -> dict:
     finally:
         ray.shutdown()
     peak_end = matmul_flop_per_s(dtype)
-    peak = {**peak_start, "flop_per_s": (peak_start["flop_per_s"] + peak_end["flop_per_s"]) / 2,
-            "start": peak_start["flop_per_s"], "end": peak_end["flop_per_s"]}
+    peak = around(peak_start, peak_end)
     sides = {"served": points["long/c32"]["throughput"], "in_process": in_process["long"]}
     return {"in_process": in_process, "points": points, "served_over_in_process_long_c32":
             points["long/c32"]["throughput"] / in_process["long"],
