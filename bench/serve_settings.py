@@ -197,9 +197,9 @@ def main() -> None:
             "served_over_in_process_long_c32": spread([r["served_over_in_process_long_c32"] for r in ok]),
             "served_over_in_process_short_c32": spread([r["served_over_in_process_short_c32"] for r in ok]),
             **{f"roofline_fraction_long_c32_{side}": spread([r["roofline_long_c32"][side]["fraction_of_roofline"]
-                                                             for r in ok if "roofline_long_c32" in r])
-               for side in ("served", "in_process") if any("roofline_long_c32" in r for r in ok)},
-            "dtype": ok[0].get("dtype"),
+                                                             for r in ok])
+               for side in ("served", "in_process")},
+            "dtype": ok[0]["dtype"],
             "cpu_ms_per_input_long_c32": {k: round(1e3 * sum(r["points"]["long/c32"]["cpu_s_per_input"].get(k, 0)
                                                             for r in ok) / len(ok), 2)
                                           for k in ok[0]["points"]["long/c32"]["cpu_s_per_input"]},

@@ -62,7 +62,8 @@ class IdleBatcher:
     one batch at a time, so the event loop goes on reading requests meanwhile, and every pass is computed
     by the same OpenMP thread team: libgomp gives each new calling thread a team of its own, and
     `asyncio.to_thread`'s pool handed passes to several threads whose idle teams spun on the 2 cores the
-    proxy needs (served/in-process at c=32 long 0.78 -> 0.96, bench/results/serve_forward_thread.json).
+    proxy needs (bench/results/serve_forward_thread*.json, fp32: short inputs at c=32 and c=1 gained in
+    both runs; long inputs at c=32 within spread).
     A batch takes queued sequences first in, first out, while `padded_tokens` stays within
     `max_batch_tokens` (always at least one). When the model is idle and a first sequence arrives, the
     batch waits up to `wait_s` for company; when sequences queued during the previous pass, it starts
@@ -112,11 +113,11 @@ class IdleBatcher:
             batch = self._take()
             if not batch:
                 continue
+            ids = [x.ids for x in batch]
             queued = len(self._queue)
             start = time.perf_counter()
             try:
-                vectors = await asyncio.get_running_loop().run_in_executor(self._thread, self.run,
-                                                                           [x.ids for x in batch])
+                vectors = await asyncio.get_running_loop().run_in_executor(self._thread, self.run, ids)
             except Exception as err:  # the requests of this batch fail; the worker serves the next one
                 for x in batch:
                     if not x.future.done():
@@ -126,4 +127,4 @@ class IdleBatcher:
                 if not x.future.done():
                     x.future.set_result(v)
             if self.on_batch is not None:
-                self.on_batch(len(batch), padded_tokens([x.ids for x in batch]), time.perf_counter() - start, queued)
+                self.on_batch(len(batch), padded_tokens(ids), time.perf_counter() - start, queued)
