@@ -147,6 +147,91 @@ def test_max_length_without_room_for_text_is_rejected(tiny_embedder):
     assert len(tiny_embedder.tokenize(["many words of text here"], max_length=floor)[0]) == floor
 
 
+# ----------------------------------------------------------------------------- shared prefix, once
+INSTRUCTION = "Retrieve semantically similar text."
+
+
+def test_shared_prefix_length_leaves_every_sequence_its_last_token():
+    from synthembed.model.batches import shared_prefix_length
+
+    assert shared_prefix_length([[1, 2, 3, 9], [1, 2, 3, 4, 5, 9]]) == 3
+    assert shared_prefix_length([[1, 2, 3, 9], [1, 2, 3, 9]]) == 3  # identical: the EOS still runs per text
+    assert shared_prefix_length([[1, 2, 9], [1, 2, 3, 4, 9]]) == 2
+    assert shared_prefix_length([[1, 2, 9], [7, 2, 9]]) == 0
+    assert shared_prefix_length([]) == 0
+
+
+def _counting_input_tokens(embedder):
+    """A list that collects how many token positions each forward pass embeds."""
+    seen: list[int] = []
+    embedder.model.get_input_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].numel()))
+    return seen
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_shared_prefix_gives_the_embeddings_of_whole_texts(side):
+    whole = Embedder.load(ModelConfig(source="tiny-llama", padding_side=side, share_prefix=False))
+    shared = Embedder.load(ModelConfig(source="tiny-llama", padding_side=side))
+    seen = _counting_input_tokens(shared)
+    for instruction in (INSTRUCTION, None, [INSTRUCTION, None, INSTRUCTION, "Find the answer."]):
+        a = whole.encode(TEXTS, instruction, normalize=False)
+        b = shared.encode(TEXTS, instruction, normalize=False)
+        assert np.abs(a - b).max() < 1e-5, instruction
+    # the first call (one shared instruction) ran its prefix once, as a batch of one, then the texts' rest
+    ids = shared.tokenize(TEXTS, INSTRUCTION)
+    prefix = len(f"Instruct: {INSTRUCTION}\nQuery: ") + len(shared.prefix_ids)  # a character tokenizer
+    assert seen[:2] == [prefix, len(TEXTS) * (max(map(len, ids)) - prefix)]
+
+
+def test_shared_prefix_through_a_lora_adapter(tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+
+    from synthembed.model.loading import resolve_model_dir
+
+    base = AutoModel.from_pretrained(resolve_model_dir("tiny-llama"))
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+                   ).save_pretrained(tmp_path / "adapter")
+    config = ModelConfig(source="tiny-llama", adapter=str(tmp_path / "adapter"))
+    a = Embedder.load(config.model_copy(update={"share_prefix": False})).encode(TEXTS, INSTRUCTION)
+    b = Embedder.load(config).encode(TEXTS, INSTRUCTION)
+    assert np.abs(a - b).max() < 1e-5
+
+
+@pytest.mark.slow
+def test_shared_prefix_on_gemma_past_its_sliding_window():
+    """Gemma 3 mixes sliding-window and global layers; the prefix's cache must serve both, also when the
+    texts run past the window. A random Gemma 3 with an 8-token window and the real Gemma tokenizer."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from synthembed.model.loading import resolve_model_dir
+
+    folder = resolve_model_dir("gemma3-270m")
+    config = AutoConfig.from_pretrained(folder)
+    config.update({"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4, "num_attention_heads": 2,
+                   "num_key_value_heads": 1, "head_dim": 16, "sliding_window": 8,
+                   "layer_types": ["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"]})
+    torch.manual_seed(0)
+    model = AutoModel.from_config(config, attn_implementation="sdpa").eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    whole = Embedder(model, tokenizer, ModelConfig(share_prefix=False, max_length=64))
+    shared = Embedder(model, tokenizer, ModelConfig(max_length=64))
+    a = whole.encode(TEXTS, INSTRUCTION, normalize=False)
+    b = shared.encode(TEXTS, INSTRUCTION, normalize=False)
+    assert max(len(x) for x in shared.tokenize(TEXTS, INSTRUCTION)) > 3 * 8
+    assert np.abs(a - b).max() / np.abs(a).max() < 1e-5
+
+
+@pytest.mark.slow
+def test_shared_prefix_on_real_models(gemma_embedder, smollm_embedder):
+    texts = TEXTS + ["Ein Mann spielt Gitarre.", "一个男人在弹吉他。"]
+    for embedder in (gemma_embedder, smollm_embedder):
+        whole = Embedder(embedder.model, embedder.tokenizer, embedder.config.model_copy(update={"share_prefix": False}))
+        a = whole.encode(texts, INSTRUCTION)
+        b = embedder.encode(texts, INSTRUCTION)
+        assert float(np.min(np.sum(a * b, axis=1))) > 0.99999
+
+
 # ------------------------------------------------------------------------------------------ adapter
 def test_lora_adapter_loads_on_top_of_the_base(tmp_path, tiny_embedder):
     from peft import LoraConfig, get_peft_model

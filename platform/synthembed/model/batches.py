@@ -8,6 +8,9 @@ A forward pass costs (items x longest item) padded tokens, so that is what a tok
 shows on the first batch, not the last) and closes a batch at `max_items` texts or before its padded size
 would pass `max_tokens`, whichever comes first. On CPU a fixed count of short texts is a small matmul: with
 a budget, 128-token documents still go 16 at a time while 30-token queries go 64 at a time.
+
+`shared_prefix_length` finds the tokens every sequence of a batch starts with (BOS and the instruction,
+for a batch of queries), which inference computes once per batch instead of once per text.
 """
 
 from __future__ import annotations
@@ -34,3 +37,20 @@ def length_sorted_batches(lengths: Sequence[int], max_items: int, max_tokens: in
         batches.append(order[start : start + size])
         start += size
     return batches
+
+
+def shared_prefix_length(items: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all `items` share, leaving each at least its last token (the pooled EOS).
+
+    Found on token ids, not on the instruction string: a tokenizer may merge the instruction's last
+    character with the text's first, so only the ids say what is really shared."""
+    if not items:
+        return 0
+    first = items[0]
+    shared = min(len(x) for x in items) - 1
+    for seq in items[1:]:
+        n = 0
+        while n < shared and seq[n] == first[n]:
+            n += 1
+        shared = n
+    return max(shared, 0)
