@@ -250,3 +250,39 @@ def test_lora_adapter_loads_on_top_of_the_base(tmp_path, tiny_embedder):
 
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         Embedder.load(ModelConfig(source="tiny-llama", adapter=str(tmp_path)))
+
+
+@pytest.mark.slow
+def test_compiled_backbone_gives_the_eager_embeddings():
+    """model.compile: the graphs compiled at load serve shared-prefix, plain and single-text passes alike."""
+    from torch._dynamo.utils import counters
+
+    eager = Embedder.load(ModelConfig(source="tiny-llama"))
+    compiled = Embedder.load(ModelConfig(source="tiny-llama", compile=True))
+    assert compiled.model is not eager.model and hasattr(compiled.model, "_orig_mod")
+    graphs = counters["stats"]["unique_graphs"]
+    for instruction in (INSTRUCTION, None, [INSTRUCTION, None, INSTRUCTION, "Find the answer."]):
+        a = eager.encode(TEXTS, instruction, normalize=False)
+        b = compiled.encode(TEXTS, instruction, normalize=False)
+        assert np.abs(a - b).max() < 1e-4, instruction
+    one = compiled.encode(TEXTS[:1], INSTRUCTION, normalize=False)
+    assert np.abs(one - eager.encode(TEXTS[:1], INSTRUCTION, normalize=False)).max() < 1e-4
+    # serving runs every pass on a thread of its own (serve.batching.IdleBatcher)
+    import concurrent.futures
+
+    ids = compiled.tokenize(TEXTS, INSTRUCTION)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        on_thread = pool.submit(compiled.embed_ids, ids).result()
+    assert np.abs(on_thread - eager.embed_ids(ids)).max() < 1e-4
+    # the warm-up at load compiled every graph these calls need: none was compiled during them
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_training_never_compiles_the_model_it_wraps_with_lora():
+    from synthembed.train.config import TrainConfig
+    from synthembed.train.lora import build_lora_embedder
+
+    config = TrainConfig(model={"source": "tiny-llama", "compile": True}, lora={"r": 4, "alpha": 8})
+    trainable = build_lora_embedder(config, torch.device("cpu"))
+    assert not hasattr(trainable.model.get_base_model(), "_orig_mod")
+    assert any(p.requires_grad for p in trainable.model.parameters())

@@ -23,7 +23,10 @@ def build_lora_embedder(config: TrainConfig, device: torch.device) -> Embedder:
     # The frozen base is stored in bf16 when training in bf16 (half the memory of a 7B model); peft
     # keeps the LoRA weights (and so AdamW's state) in float32 either way.
     dtype = "bfloat16" if autocast_dtype(config, device) is not None else "float32"
-    return add_lora(Embedder.load(config.model, device=str(device), dtype=dtype), config)
+    if config.model.compile:
+        log.info("model.compile applies to inference (evaluation, serving); training runs the model eagerly")
+    # peft wraps the plain module (a compiled one would hide the layers it targets)
+    return add_lora(Embedder.load(config.model, device=str(device), dtype=dtype, compile=False), config)
 
 
 def add_lora(embedder: Embedder, config: TrainConfig) -> Embedder:
