@@ -60,6 +60,9 @@ def test_evaluation_cache_key_names_the_dtype_auto_settles_on(monkeypatch):
     assert (fp32.model["dtype"], bf16.model["dtype"]) == ("float32", "bfloat16")
     assert fp32.fingerprint() != bf16.fingerprint()
     assert bf16.fingerprint() == make_spec(EvalModelConfig(source="tiny-llama", dtype="bfloat16")).fingerprint()
+    # compiled vectors are another function's (fused kernels round differently): never served from eager's cache
+    compiled = make_spec(EvalModelConfig(source="tiny-llama", dtype="bfloat16", compile=True))
+    assert compiled.fingerprint() != bf16.fingerprint()
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

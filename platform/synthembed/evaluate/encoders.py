@@ -55,11 +55,13 @@ class EncoderSpec:
     max_length: int = 512
 
     def fingerprint(self) -> str:
-        """Identifies the embedding function: weights, adapter, truncation, dtype, pooling."""
+        """Identifies the embedding function: weights, adapter, truncation, dtype, pooling, compiled or not."""
         parts = [self.kind, files_fingerprint(self.folder), f"max_length={self.max_length}"]
         if self.kind == "decoder":
             parts.append(f"dtype={self.model.get('dtype')}")
             parts.append("pooling=last-eos")
+            if self.model.get("compile"):  # fused kernels round differently (min cosine to eager ~0.98 in bf16)
+                parts.append("compiled")
             if self.model.get("adapter"):
                 parts.append("adapter=" + files_fingerprint(self.model["adapter"]))
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
