@@ -22,6 +22,7 @@ every text's tokens. Training keeps one plain pass (`embed`): LoRA's gradient fl
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -126,8 +127,6 @@ class Embedder:
         size 1 is specialised, so the warm-up covers: batches with a shared prefix (the prefix pass at batch
         1 with a cache, then the texts; two batch sizes, since the first trace fixes the batch size of the
         cache it reads and only a second size makes it dynamic), a batch without one, and a single text."""
-        import time
-
         start = time.perf_counter()
         self.model = torch.compile(self.model, dynamic=True)
         instruction = "Retrieve semantically similar text."
