@@ -16,6 +16,8 @@ Sides (each once, in its own process, STEPS steps; examples/s = batch / median s
   st_mnrl           SentenceTransformerTrainer + MultipleNegativesRankingLoss
   st_cached_mnrl    SentenceTransformerTrainer + CachedMultipleNegativesRankingLoss(mini_batch_size 8)
   ours_bf16         `ours` with precision bf16: base weights in bf16, bf16 autocast, LoRA weights and AdamW in fp32
+  ours_bf16_compile `ours_bf16` with train.compile (empty inductor cache: its first step includes the compile,
+                    reported as first_step_extra_seconds; break-even = that / the seconds a step saves)
   st_mnrl_bf16      `st_mnrl` with the base loaded in bf16 and the trainer's bf16 autocast (LoRA kept fp32 by peft)
 Each side also reports its fraction of the matmul roofline in its dtype (bench/roofline.py: a LoRA step's
 useful work is 2x the forward FLOP of the step's tokens), measured in this process around the side.
@@ -35,6 +37,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,9 +48,9 @@ MODEL = os.environ.get("BENCH_MODEL", "gemma3-270m")
 BATCH = int(os.environ.get("BENCH_BATCH", 16))
 MAX_LENGTH = int(os.environ.get("BENCH_MAX_LENGTH", 64))
 STEPS = int(os.environ.get("BENCH_STEPS", 12))
-DEFAULT_SIDES = ("ours", "ours_bf16", "st_mnrl", "st_mnrl_bf16", "ours_ray_train", "ours_one_pass", "ours_gradcache",
-                 "st_cached_mnrl")
-BF16_SIDES = ("ours_bf16", "st_mnrl_bf16")
+DEFAULT_SIDES = ("ours", "ours_bf16", "ours_bf16_compile", "st_mnrl", "st_mnrl_bf16", "ours_ray_train", "ours_one_pass",
+                 "ours_gradcache", "st_cached_mnrl")
+BF16_SIDES = ("ours_bf16", "ours_bf16_compile", "st_mnrl_bf16")
 SIDES = os.environ.get("BENCH_SIDES", ",".join(DEFAULT_SIDES)).split(",")
 # (our side, peer side, json key of the throughput ratio, json key of the peak-memory ratio)
 COMPARISONS = (
@@ -57,6 +60,8 @@ COMPARISONS = (
     ("ours_gradcache", "st_cached_mnrl", "gradcache_ratio_vs_cached", "gradcache_memory_ratio_vs_cached"),
     ("ours_bf16", "st_mnrl_bf16", "bf16_ratio", "bf16_memory_ratio"),
     ("ours_bf16", "ours", "ours_bf16_vs_ours_fp32", "ours_bf16_memory_vs_fp32"),
+    ("ours_bf16_compile", "st_mnrl_bf16", "compiled_bf16_ratio", "compiled_bf16_memory_ratio"),
+    ("ours_bf16_compile", "ours", "compiled_bf16_vs_ours_fp32", "compiled_bf16_memory_vs_fp32"),
 )
 WARMUP = 2  # steps left out of the median: allocator and thread-pool warm-up
 MINI_BATCH = 8
@@ -88,7 +93,7 @@ def _sequential_batches(dataset, **kwargs):
 
 
 def ours(micro_batch_size: int | None, chunk_size: int | None = None, backend: str = "local",
-         precision: str = "float32") -> dict:
+         precision: str = "float32", compile: bool = False) -> dict:
     import ray
 
     from synthembed.train import TrainConfig, run
@@ -102,7 +107,7 @@ def ours(micro_batch_size: int | None, chunk_size: int | None = None, backend: s
         micro_batch_size=micro_batch_size, chunk_size=chunk_size,
         torch_threads=2, num_workers=1, checkpoint_every=1000, storage_path=str(WORK), name="ours",
         export_merged=False, mask_duplicates=False,
-        backend=backend, precision=precision,
+        backend=backend, precision=precision, compile=compile,
     )
     if config.backend == "ray":
         ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir="/tmp/synthembed-ray-benchtrain")
@@ -193,6 +198,8 @@ def run_side(name: str) -> dict:
         return ours(micro_batch_size=MINI_BATCH, backend="ray")
     if name == "ours_bf16":
         return ours(micro_batch_size=MINI_BATCH, precision="bf16")
+    if name == "ours_bf16_compile":
+        return ours(micro_batch_size=MINI_BATCH, precision="bf16", compile=True)
     if name == "ours_one_pass":
         return ours(micro_batch_size=None)
     if name == "ours_gradcache":
@@ -204,7 +211,10 @@ def run_side(name: str) -> dict:
 
 def _side_in_subprocess(name: str) -> dict:
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
-    proc = subprocess.run([sys.executable, __file__, "--side", name], env=env, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as inductor_cache:
+        # an empty inductor cache: the compiled side's first step pays the compile a fresh machine pays
+        env["TORCHINDUCTOR_CACHE_DIR"] = inductor_cache
+        proc = subprocess.run([sys.executable, __file__, "--side", name], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -232,6 +242,8 @@ def main() -> None:
         r["wall_s"] = round(time.time() - t0, 1)
         after = matmul_flop_per_s(dtype)
         steady = r["step_seconds"][WARMUP:] or r["step_seconds"]
+        # the first step's time beyond a steady one: the compile (ours_bf16_compile), else warm-up
+        r["first_step_extra_seconds"] = round(r["step_seconds"][0] - statistics.median(steady), 1)
         r["examples_per_s"] = BATCH / statistics.median(steady)
         r["step_seconds_steady"] = spread(steady)
         peak = {**before, "flop_per_s": (before["flop_per_s"] + after["flop_per_s"]) / 2}

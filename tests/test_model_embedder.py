@@ -278,11 +278,15 @@ def test_compiled_backbone_gives_the_eager_embeddings():
     assert counters["stats"]["unique_graphs"] == graphs
 
 
-def test_training_never_compiles_the_model_it_wraps_with_lora():
+def test_model_compile_is_for_inference_and_train_compile_for_training():
     from synthembed.train.config import TrainConfig
     from synthembed.train.lora import build_lora_embedder
 
     config = TrainConfig(model={"source": "tiny-llama", "compile": True}, lora={"r": 4, "alpha": 8})
     trainable = build_lora_embedder(config, torch.device("cpu"))
+    # peft wrapped the plain backbone, and training runs it eagerly: model.compile is inference's switch
     assert not hasattr(trainable.model.get_base_model(), "_orig_mod")
+    assert trainable.model._compiled_call_impl is None
     assert any(p.requires_grad for p in trainable.model.parameters())
+    compiled = build_lora_embedder(config.model_copy(update={"compile": True}), torch.device("cpu"))
+    assert compiled.model._compiled_call_impl is not None  # compiled in place, after LoRA wrapped the layers

@@ -166,6 +166,40 @@ def test_length_grouped_micro_batches_equal_one_pass():
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow  # inductor compiles forward and backward graphs: about a minute on 2 cores
+def test_compiled_training_computes_the_eager_loss_and_gradients():
+    """train.compile (fp32, so equal up to float rounding): one padded pass, length-sorted micro-batches with
+    one of a single text (batch size 1 is a graph of its own) and GradCache's no-grad pass then grad pass."""
+    rows = toy_rows(5)
+    for i, extra in enumerate([0, 9, 2, 14, 5]):
+        rows[i] = {**rows[i], "query": rows[i]["query"] + " please" * extra}
+    eager_config = _tiny_config(model={"source": "tiny-llama", "max_length": 400}, batch_size=5)
+    compiled_config = eager_config.model_copy(update={"compile": True})
+    eager, batch = _lora_and_batch(eager_config, rows)
+    compiled, _ = _lora_and_batch(compiled_config, rows)
+    assert compiled.model._compiled_call_impl is not None and eager.model._compiled_call_impl is None
+    # compiled in place: the names a checkpoint and the saved adapter use are the eager model's
+    assert [n for n, _ in compiled.model.named_parameters()] == [n for n, _ in eager.model.named_parameters()]
+    for chunk_size, micro_batch_size in ((None, None), (None, 4), (2, None)):
+        results = []
+        for emb in (eager, compiled):
+            step = ContrastiveStep(make_embed_fn(emb, None), InfoNCELoss(eager_config.temperature), chunk_size,
+                                   micro_batch_size=micro_batch_size)
+            loss = step(batch)
+            results.append((loss, [p.grad.clone() for p in trainable_parameters(emb.model)]))
+            emb.model.zero_grad(set_to_none=True)
+        (eager_loss, eager_grads), (compiled_loss, compiled_grads) = results
+        assert compiled_loss == pytest.approx(eager_loss, abs=1e-5), (chunk_size, micro_batch_size)
+        assert sum(g.abs().sum().item() for g in eager_grads) > 0
+        for a, b in zip(eager_grads, compiled_grads):
+            torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
+
+
+def test_compile_with_gradient_checkpointing_is_refused_by_name():
+    with pytest.raises(ValueError, match="train.compile and train.gradient_checkpointing"):
+        _tiny_config(compile=True, gradient_checkpointing=True)
+
+
 def test_length_groups_sort_longest_first_and_cover_every_text_once():
     ids = [[1] * n for n in (3, 7, 1, 7, 5)]
     groups = length_groups(ids, 2)

@@ -69,6 +69,11 @@ class TrainConfig(StrictModel):
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps (None: epochs decide)")
     max_grad_norm: float | None = Field(None, gt=0)
     gradient_checkpointing: bool = Field(False, description="recompute activations (saves memory; slower on CPU)")
+    compile: bool = Field(
+        False, description="run the LoRA-wrapped backbone through torch.compile (inductor, dynamic shapes): each worker "
+        "compiles for minutes at its first step, then steps run faster (bench/results/train.json, side "
+        "ours_bf16_compile); worth it for runs of hundreds of steps, not for the demo's twenty",
+    )
     precision: Literal["auto", "float32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32"
     )
@@ -100,6 +105,9 @@ class TrainConfig(StrictModel):
     def _check(self) -> "TrainConfig":
         if self.warmup_steps is not None and self.warmup_ratio is not None:
             raise ValueError("give train.warmup_steps or train.warmup_ratio, not both")
+        if self.compile and self.gradient_checkpointing:
+            # no test runs activation checkpointing inside a compiled graph: refuse rather than ship it untried
+            raise ValueError("train.compile and train.gradient_checkpointing cannot be combined; set one to false")
         if self.backend == "local" and self.num_workers != 1:
             raise ValueError("backend 'local' runs one process: set num_workers: 1 (or backend: ray)")
         if self.batch_size % self.num_workers:

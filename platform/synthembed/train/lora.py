@@ -24,9 +24,17 @@ def build_lora_embedder(config: TrainConfig, device: torch.device) -> Embedder:
     # keeps the LoRA weights (and so AdamW's state) in float32 either way.
     dtype = "bfloat16" if autocast_dtype(config, device) is not None else "float32"
     if config.model.compile:
-        log.info("model.compile applies to inference (evaluation, serving); training runs the model eagerly")
-    # peft wraps the plain module (a compiled one would hide the layers it targets)
-    return add_lora(Embedder.load(config.model, device=str(device), dtype=dtype, compile=False), config)
+        log.info("model.compile applies to inference (evaluation, serving); train.compile compiles training")
+    # peft wraps the plain module (a compiled one would hide the layers it targets); train.compile then
+    # compiles the wrapped one
+    embedder = add_lora(Embedder.load(config.model, device=str(device), dtype=dtype, compile=False), config)
+    if config.compile:
+        # in place (nn.Module.compile): parameter names, and so checkpoints and the saved adapter, stay as
+        # they are. Graphs compile on the first step, forward and backward, and again per new grad mode
+        # (GradCache's no-grad pass) or for a micro-batch of one text (batch size 1 is specialised).
+        embedder.model.compile(dynamic=True)
+        log.info("train.compile: the first step compiles the model (minutes on CPU)")
+    return embedder
 
 
 def add_lora(embedder: Embedder, config: TrainConfig) -> Embedder:
