@@ -290,3 +290,20 @@ def test_model_compile_is_for_inference_and_train_compile_for_training():
     assert any(p.requires_grad for p in trainable.model.parameters())
     compiled = build_lora_embedder(config.model_copy(update={"compile": True}), torch.device("cpu"))
     assert compiled.model._compiled_call_impl is not None  # compiled in place, after LoRA wrapped the layers
+
+
+def test_exporting_a_merged_model_never_compiles_it(tmp_path, monkeypatch):
+    from synthembed.train.config import TrainConfig
+    from synthembed.train.export import export_merged
+    from synthembed.train.lora import build_lora_embedder
+
+    config = TrainConfig(model={"source": "tiny-llama", "compile": True}, lora={"r": 4, "alpha": 8})
+    build_lora_embedder(config, torch.device("cpu")).model.save_pretrained(tmp_path / "adapter")
+
+    def refuse(self):
+        raise AssertionError("export compiled the model")
+
+    monkeypatch.setattr(Embedder, "compile", refuse)
+    merged = export_merged(config.model, tmp_path / "adapter", tmp_path / "merged")
+    assert Embedder.load(ModelConfig(source=str(merged))).encode(["a text"]).shape[0] == 1
+

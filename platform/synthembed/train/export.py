@@ -69,7 +69,8 @@ def write_sentence_transformers_files(out: Path, max_length: int, dim: int) -> N
 
 def export_merged(model_config, adapter_dir: Path, out: Path) -> Path:
     """base + adapter -> merged float32 HF folder (plus sentence-transformers metadata)."""
-    embedder = Embedder.load(model_config, adapter=str(adapter_dir), device="cpu", dtype="float32")
+    # compile=False: model.compile is for serving and evaluation; merging would pay minutes of compiling for nothing
+    embedder = Embedder.load(model_config, adapter=str(adapter_dir), device="cpu", dtype="float32", compile=False)
     merged = embedder.model.merge_and_unload()
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
