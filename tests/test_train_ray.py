@@ -153,3 +153,34 @@ def test_real_model_few_steps_lower_loss_and_export_merged(ray_cluster, tmp_path
 
     st = SentenceTransformer(str(out / "merged"), device="cpu").encode(texts)
     np.testing.assert_allclose(st, merged, atol=1e-4)
+
+
+def test_real_model_compiled_training_under_ray_train(ray_cluster, tmp_path):
+    """train.compile on a real model in a Ray Train worker (precision auto: bf16 on a bf16 CPU): the first
+    loss is the eager run's (bf16 rounds fused kernels differently, hence 3%), the loss goes down, and the
+    adapter it saves (parameter names as eager's) loads into an Embedder and moves its vectors."""
+    import numpy as np
+
+    from synthembed.model import Embedder
+    from synthembed.train import TrainConfig, run
+
+    write_examples(tmp_path / "data.parquet", toy_rows(8))
+    curves, outs = {}, {}
+    for compile in (False, True):
+        config = TrainConfig(
+            model={"source": "smollm2-135m", "max_length": 32},
+            data=[{"path": str(tmp_path / "data.parquet")}],
+            lora={"r": 8, "alpha": 16, "dropout": 0.0},
+            batch_size=4, epochs=3, lr=1e-3, warmup_steps=0, weight_decay=0.0, torch_threads=2,
+            storage_path=str(tmp_path / "runs"), name=f"compile-{compile}", checkpoint_every=100,
+            export_merged=False, compile=compile,
+        )
+        outs[compile] = run(config)
+        curves[compile] = [json.loads(line)["loss"] for line in (outs[compile] / "curve.jsonl").read_text().splitlines()]
+    assert len(curves[True]) == 6
+    assert curves[True][0] == pytest.approx(curves[False][0], rel=3e-2)
+    assert np.mean(curves[True][-2:]) < np.mean(curves[True][:2]), curves[True]
+    texts = ["Cats are small domestic felines that purr.", "Trains run on steel rails between stations."]
+    tuned = Embedder.load("smollm2-135m", adapter=str(outs[True] / "adapter"), max_length=32, dtype="float32")
+    base = Embedder.load("smollm2-135m", max_length=32, dtype="float32")
+    assert np.abs(tuned.encode(texts) - base.encode(texts)).max() > 1e-3  # the compiled run trained the adapter
