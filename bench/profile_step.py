@@ -23,6 +23,7 @@ from common import write_result  # noqa: E402
 from encode import mixed_length_texts  # noqa: E402
 
 GROUPS = (  # first match wins; names are aten op names as the profiler reports them
+    ("fused (inductor)", ("Call CompiledFxGraph", "cpp_fused", "triton_")),  # --compile: inductor's kernels
     ("attention", ("scaled_dot_product", "flash_attention", "_efficient_attention", "softmax", "bmm", "baddbmm")),
     ("matmul", ("addmm", "aten::mm", "aten::matmul", "aten::linear", "mkldnn", "onednn")),
     ("embedding", ("embedding",)),
@@ -63,6 +64,8 @@ def main() -> None:
     parser.add_argument("--model", default="gemma3-270m")
     parser.add_argument("--texts", type=int, default=32)
     parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--compile", action="store_true",
+                        help="encode with model.compile, train with train.compile (-> profile_step_compile.json)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     from synthembed.model import Embedder
@@ -74,11 +77,13 @@ def main() -> None:
     texts = mixed_length_texts(Embedder.load(args.model, max_length=512).tokenizer, args.texts)
     out = {}
     for dtype in args.dtypes.split(","):
-        emb = Embedder.load(args.model, max_length=256, dtype=dtype)
+        emb = Embedder.load(args.model, max_length=256, dtype=dtype, compile=args.compile)
         encode = profile(lambda: emb.encode(texts, batch_size=16))
         cfg = TrainConfig(model={"source": args.model, "max_length": 128}, lora={"r": 16, "alpha": 32, "dropout": 0.0},
                           precision="bf16" if dtype == "bfloat16" else "float32")
         trainable = add_lora(Embedder.load(args.model, max_length=128, dtype=dtype), cfg)
+        if args.compile:  # as train.compile does (build_lora_embedder)
+            trainable.model.compile(dynamic=True)
         step = ContrastiveStep(make_embed_fn(trainable, torch.bfloat16 if dtype == "bfloat16" else None),
                                InfoNCELoss(0.02), None, micro_batch_size=8)
         half = len(texts) // 2
@@ -94,7 +99,7 @@ def main() -> None:
         out[dtype] = {"encode": encode, "train_step": profile(train_step)}
         print(dtype, "encode", encode["wall_s"], encode["share"], flush=True)
         print(dtype, "train ", out[dtype]["train_step"]["wall_s"], out[dtype]["train_step"]["share"], flush=True)
-    path = write_result("profile_step", {"profiles": out, "setup": {
+    path = write_result("profile_step_compile" if args.compile else "profile_step", {"profiles": out, "setup": {
         "model": args.model, "texts": args.texts, "encode": "batch 16, max_length 256",
         "train_step": f"{args.texts // 2} queries x {args.texts // 2} docs, max_length 128, micro-batches of 8, LoRA r16"},
         "command": "python bench/profile_step.py " + " ".join(sys.argv[1:])})
