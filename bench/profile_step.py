@@ -71,7 +71,7 @@ def main() -> None:
     from synthembed.model import Embedder
     from synthembed.train.config import TrainConfig
     from synthembed.train.gradcache import ContrastiveStep
-    from synthembed.train.lora import add_lora, make_embed_fn
+    from synthembed.train.lora import build_lora_embedder, make_embed_fn
     from synthembed.train.loss import InfoNCELoss
 
     texts = mixed_length_texts(Embedder.load(args.model, max_length=512).tokenizer, args.texts)
@@ -80,10 +80,8 @@ def main() -> None:
         emb = Embedder.load(args.model, max_length=256, dtype=dtype, compile=args.compile)
         encode = profile(lambda: emb.encode(texts, batch_size=16))
         cfg = TrainConfig(model={"source": args.model, "max_length": 128}, lora={"r": 16, "alpha": 32, "dropout": 0.0},
-                          precision="bf16" if dtype == "bfloat16" else "float32")
-        trainable = add_lora(Embedder.load(args.model, max_length=128, dtype=dtype), cfg)
-        if args.compile:  # as train.compile does (build_lora_embedder)
-            trainable.model.compile(dynamic=True)
+                          precision="bf16" if dtype == "bfloat16" else "float32", compile=args.compile)
+        trainable = build_lora_embedder(cfg, torch.device("cpu"))  # base in `dtype`, as training loads it
         step = ContrastiveStep(make_embed_fn(trainable, torch.bfloat16 if dtype == "bfloat16" else None),
                                InfoNCELoss(0.02), None, micro_batch_size=8)
         half = len(texts) // 2
