@@ -307,3 +307,16 @@ def test_exporting_a_merged_model_never_compiles_it(tmp_path, monkeypatch):
     merged = export_merged(config.model, tmp_path / "adapter", tmp_path / "merged")
     assert Embedder.load(ModelConfig(source=str(merged))).encode(["a text"]).shape[0] == 1
 
+
+def test_compile_without_a_cpp_compiler_names_the_setting_and_the_fix():
+    import torch._inductor.config as inductor_config
+
+    from synthembed.train.config import TrainConfig
+    from synthembed.train.lora import build_lora_embedder
+
+    config = TrainConfig(model={"source": "tiny-llama"}, lora={"r": 4, "alpha": 8}, compile=True)
+    with inductor_config.patch({"cpp.cxx": ("no-such-c++-compiler",)}):  # inductor's compiler search list
+        with pytest.raises(RuntimeError, match=r"model.compile: .*C\+\+ compiler.*install g\+\+"):
+            Embedder.load(ModelConfig(source="tiny-llama", compile=True))
+        with pytest.raises(RuntimeError, match=r"train.compile: .*set train.compile: false"):
+            build_lora_embedder(config, torch.device("cpu"))

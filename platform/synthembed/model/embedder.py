@@ -68,6 +68,22 @@ class ModelConfig(StrictModel):
                           "compile of 2-4 minutes per process at load (2 cores); for serving replicas and long evaluations")
 
 
+def require_compiler(device: torch.device, setting: str) -> None:
+    """Fail at load, naming `setting`, where torch.compile could not build CPU kernels.
+
+    Why: inductor compiles its CPU kernels with a C++ compiler found at run time; without one it fails
+    inside the first forward pass (a request, or a training step that Ray would retry to no end)."""
+    if device.type != "cpu":
+        return
+    from torch._inductor.cpp_builder import get_cpp_compiler
+
+    try:
+        get_cpp_compiler()
+    except Exception as err:  # inductor's InvalidCxxCompiler
+        raise RuntimeError(f"{setting}: torch.compile needs a C++ compiler on CPU and found none ({err}); "
+                           f"install g++ (Debian: apt install g++) or set {setting}: false") from None
+
+
 def pick_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -127,6 +143,7 @@ class Embedder:
         size 1 is specialised, so the warm-up covers: batches with a shared prefix (the prefix pass at batch
         1 with a cache, then the texts; two batch sizes, since the first trace fixes the batch size of the
         cache it reads and only a second size makes it dynamic), a batch without one, and a single text."""
+        require_compiler(self.device, "model.compile")
         start = time.perf_counter()
         self.model = torch.compile(self.model, dynamic=True)
         instruction = "Retrieve semantically similar text."

@@ -8,6 +8,7 @@ import logging
 import torch
 
 from synthembed.model import Embedder, precision
+from synthembed.model.embedder import require_compiler
 from synthembed.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ def build_lora_embedder(config: TrainConfig, device: torch.device) -> Embedder:
     # compiles the wrapped one
     embedder = add_lora(Embedder.load(config.model, device=str(device), dtype=dtype, compile=False), config)
     if config.compile:
+        require_compiler(embedder.device, "train.compile")
         # in place (nn.Module.compile): parameter names, and so checkpoints and the saved adapter, stay as
         # they are. Graphs compile on the first step, forward and backward, and again per new grad mode
         # (GradCache's no-grad pass) or for a micro-batch of one text (batch size 1 is specialised).
