@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from synthembed.synth import EXAMPLE_SCHEMA, read_examples, run
+from synthembed.synth.ledger import Ledger
 from synth_helpers import config, resolved
 from synth_helpers import engine as _engine
 from synthembed.synth.tasks import TASK_TYPES, sample_placeholders
@@ -233,3 +234,42 @@ def test_http_stage_sends_each_rows_own_schema(ray_cluster):
     for body in seen:
         t, p = cases[int(body["messages"][0]["content"])]
         assert body["response_format"]["schema"] == example_schema(t, p, bounds)
+
+
+@pytest.mark.slow
+def test_raising_num_examples_grows_the_set_and_keeps_every_finished_row(ray_cluster, tmp_path):
+    """A set is built up over several runs: a larger num_examples extends the plan (and the brainstorm) and
+    generates only the new requests; a smaller one is refused by name; nothing is moved aside or redone."""
+    from synthembed.errors import StageError
+    from synthembed.synth.plan import plan_fingerprint
+
+    def brainstorm_calls() -> int:  # answered or finally rejected: each call is made once
+        ledger = Ledger(out)
+        done = set(ledger.outcomes("brainstorm").column("request_id").to_pylist())
+        return len(done | {r["request_id"] for r in ledger.rejects().to_pylist() if r["stage"] == "brainstorm"})
+
+    out = tmp_path / "grow"
+    small = _config(out, num_examples=2, task_mix={"sts": 1, "short_long": 1}, min_per_type=1,
+                    tasks_per_brainstorm=2, commit_every=1)
+    run(small)
+    plan1, _, _ = resolved(out)
+    stored = pq.read_table(out / "plan.parquet").to_pylist()
+    finished = {p: p.read_bytes() for d in ("examples", "rejects", "brainstorm") for p in (out / d).glob("*.parquet")}
+    assert len(plan1) == 2 and brainstorm_calls() == 1
+
+    big = small.model_copy(update={"num_examples": 8})  # short_long 4 rows: 2 brainstorm calls of 2 tasks
+    run(big)
+    plan2, _, _ = resolved(out)
+    assert pq.read_table(out / "plan.parquet").to_pylist()[:2] == stored, "planned rows were rewritten"
+    assert len(plan2) == 8 and len(set(plan2)) == 8
+    for path, data in finished.items():
+        assert path.read_bytes() == data, f"{path.name} was rewritten"
+    assert brainstorm_calls() == 2, "the grown plan brainstormed its new tasks once"
+    runs = [json.loads(x) for x in (out / "runs.jsonl").read_text().splitlines()]
+    assert sum(runs[-1].get(k, 0) for k in ("examples", "rejects", "duplicates")) == 6, "old requests were redone"
+    assert json.loads((out / "manifest.json").read_text())["fingerprint"] == plan_fingerprint(big)
+    assert not list(tmp_path.glob("grow.superseded-*"))
+
+    with pytest.raises(StageError, match=r"generate\.num_examples=5 is below the 8 requests"):
+        run(big.model_copy(update={"num_examples": 5}))
+    assert json.loads((out / "manifest.json").read_text())["fingerprint"] == plan_fingerprint(big), "work was lost"

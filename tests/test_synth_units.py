@@ -16,7 +16,7 @@ from synthembed.synth.engines import _VllmPost, chat_payload, read_api_key, resp
 from synthembed.synth.transport import drop_nulls, settle_chat
 from synthembed.synth.parse import Rejected, parse_brainstorm, parse_json_object, validate_example
 from synthembed.synth.ledger import pending_for
-from synthembed.synth.plan import build_plan
+from synthembed.synth.plan import build_plan, plan_family, plan_fingerprint
 from synthembed.synth.prompts import brainstorm_messages, brainstorm_schema, example_messages, example_schema
 from synthembed.synth.schema import EXAMPLE_SCHEMA, REJECT_SCHEMA, example_id, normalize_text
 from synthembed.synth.tasks import (
@@ -115,6 +115,20 @@ def test_plan_is_deterministic_and_covers_types():
     c = build_plan(cfg.model_copy(update={"seed": 1}), counts, pools)
     assert {r["request_id"] for r in c}.isdisjoint({r["request_id"] for r in a})
 
+
+
+def test_a_grown_plan_is_the_small_plan_plus_new_rows_only():
+    cfg = GenerateConfig(num_examples=30, min_per_type=3, languages=["English", "German", "Japanese"])
+    pools = {t: [f"task {t} {i}" for i in range(40)] for t in ASYMMETRIC}
+    small, big = allocate_counts(30, cfg.task_mix, 3), allocate_counts(90, cfg.task_mix, 3)
+    old = build_plan(cfg, small, pools)
+    new = build_plan(cfg, big, pools, start=small)
+    assert len(new) == 60 and {r["request_id"] for r in old}.isdisjoint(r["request_id"] for r in new)
+    whole = build_plan(cfg, big, pools)
+    assert sorted(r["request_id"] for r in old + new) == sorted(r["request_id"] for r in whole)
+    assert plan_family(cfg) == plan_family(cfg.model_copy(update={"num_examples": 90}))
+    assert plan_fingerprint(cfg) != plan_fingerprint(cfg.model_copy(update={"num_examples": 90}))
+    assert plan_family(cfg) != plan_family(cfg.model_copy(update={"languages": ["English"]}))
 
 # ------------------------------------------------------------------------------------------------ prompts
 @pytest.mark.parametrize("task_type", TASK_TYPES)

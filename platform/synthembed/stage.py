@@ -16,7 +16,8 @@ The rules, in one place:
 - a folder begun under another fingerprint belongs to another run: `begin` moves it aside to
   `<folder>.superseded-<n>` (nothing finished is deleted) and the stage starts fresh; under the same
   fingerprint `begin` keeps it (minus the temporary files a killed run left), and the stage resumes from
-  what it finds;
+  what it finds; a stage whose output can grow (generate: a larger `num_examples`) passes `grows_from`,
+  and a folder it accepts is kept and extended under the new fingerprint instead of moved aside;
 - a stage's fingerprint includes its inputs' manifest fingerprints (`input_fingerprint`), so a re-run
   upstream stage changes every downstream fingerprint and the downstream stages run again.
 """
@@ -28,6 +29,7 @@ import json
 import logging
 import os
 from datetime import datetime, timezone
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +88,9 @@ def write_json(path: Path, obj: Any) -> None:
 class StageFolder:
     """One stage's run folder under one fingerprint (see the module docstring)."""
 
-    def __init__(self, path: str | Path, stage: str, fp: str):
+    def __init__(self, path: str | Path, stage: str, fp: str, grows_from: Callable[[Path], bool] | None = None):
         self.path, self.stage, self.fingerprint = Path(path), stage, fp
+        self.grows_from = grows_from  # folder -> True when this run extends what that folder holds
 
     def manifest(self) -> dict | None:
         try:
@@ -105,7 +108,10 @@ class StageFolder:
     def begin(self, config_yaml: str | None = None) -> "StageFolder":
         """Claim the folder for this fingerprint (moving another run's folder aside) and write the config."""
         old = self._begun()
-        if old != self.fingerprint and self.path.is_dir() and any(self.path.iterdir()):
+        if old is not None and old != self.fingerprint and self.grows_from is not None and self.grows_from(self.path):
+            log.info("%s: %s was begun under fingerprint %s; this run extends it (now %s)",
+                     self.stage, self.path, old, self.fingerprint)
+        elif old != self.fingerprint and self.path.is_dir() and any(self.path.iterdir()):
             # Another run's folder, or files no stage claimed (old is None): never resumed, never deleted.
             aside = self._aside()
             self.path.rename(aside)

@@ -29,16 +29,20 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 
 from synthembed import stage
 from synthembed.config import dump_config
+from synthembed.errors import StageError
 from synthembed.synth import language
 from synthembed.synth import languages as langs
 from synthembed.synth.config import GenerateConfig
 from synthembed.synth.embedded import EngineFailed
 from synthembed.synth.ledger import Ledger, PartWriter, read_dir, write_atomic
 from synthembed.synth.passes import EnginePool, engine_pass
-from synthembed.synth.plan import PLAN_SCHEMA, brainstorm_requests, build_plan, plan_fingerprint, task_pools
+from synthembed.synth.plan import (
+    PLAN_SCHEMA, brainstorm_requests, build_plan, plan_family, plan_fingerprint, task_pools,
+)
 from synthembed.synth.prompts import PROMPT_VERSION
 from synthembed.synth.schema import EXAMPLE_COLUMNS, EXAMPLE_SCHEMA, REJECT_COLUMNS
 from synthembed.synth.stats import stats as compute_stats
@@ -58,9 +62,11 @@ def _pending_rows(ledger: Ledger, stage: str, idx: int, rows: list[dict]) -> lis
 
 def _brainstorm(config: GenerateConfig, pool: EnginePool, ledger: Ledger, counts: dict[str, int],
                 progress: Counter) -> dict[str, list[str]]:
+    """Task pools for `counts`: run the brainstorm calls not yet done (all of them the first time, the new
+    ones when the plan grows), then freeze the pools in brainstorm.parquet."""
     path = ledger.out / "brainstorm.parquet"
-    if not path.exists():
-        calls = brainstorm_requests(config, counts)
+    calls = brainstorm_requests(config, counts)
+    if not path.exists() or _pending_rows(ledger, "brainstorm", 0, calls):
         for idx in range(len(pool.list)):
             todo = _pending_rows(ledger, "brainstorm", idx, calls)
             if todo:
@@ -81,14 +87,39 @@ def _commit_brainstorm(rec: dict, writer: PartWriter) -> str:
 
 
 def _load_or_build_plan(config: GenerateConfig, pool: EnginePool, ledger: Ledger, progress: Counter) -> list[dict]:
-    # The folder's fingerprint is the plan's (stage_folder), so a plan on disk is always this config's plan.
+    """plan.parquet, built on the first run and extended (never rewritten) when `num_examples` grows: the
+    rows already planned keep their request ids, so what was generated for them stays theirs."""
     path = ledger.out / "plan.parquet"
-    if path.exists():
-        return pq.read_table(path).to_pylist()
     counts = allocate_counts(config.num_examples, config.task_mix, config.min_per_type)
-    rows = build_plan(config, counts, _brainstorm(config, pool, ledger, counts, progress))
+    rows = pq.read_table(path).to_pylist() if path.exists() else []
+    have = Counter(r["task_type"] for r in rows)
+    if rows and all(have[t] >= n for t, n in counts.items()):
+        return rows
+    new = build_plan(config, counts, _brainstorm(config, pool, ledger, counts, progress), start=dict(have))
+    if rows:
+        log.info("growing the plan in %s: %d planned requests + %d new", ledger.out, len(rows), len(new))
+    rows = rows + new
     write_atomic(pa.Table.from_pylist(rows, schema=PLAN_SCHEMA), path)
     return rows
+
+
+def _planned_rows(out: Path) -> int:
+    try:
+        return pq.read_metadata(out / "plan.parquet").num_rows
+    except (OSError, ValueError):
+        return 0
+
+
+def _same_plan_family(config: GenerateConfig):
+    """`StageFolder.grows_from` for generate: the folder was planned by this config but for another number of
+    rows (its config.yaml says so). A config that no longer parses is another run."""
+    def check(folder: Path) -> bool:
+        try:
+            old = GenerateConfig(**yaml.safe_load((folder / "config.yaml").read_text()))
+        except Exception:
+            return False
+        return plan_family(old) == plan_family(config)
+    return check
 
 
 class _ExampleCommit:
@@ -126,8 +157,10 @@ def _append_run(out: Path, record: dict) -> list[dict]:
 
 
 def stage_folder(config: GenerateConfig) -> stage.StageFolder:
-    """The run folder; its fingerprint is the plan's: what is asked of the engines, not which engines answer."""
-    return stage.StageFolder(config.output_dir, "generate", plan_fingerprint(config))
+    """The run folder; its fingerprint is the plan's: what is asked of the engines, not which engines answer.
+    A folder planned for fewer rows under the same plan family is extended, not replaced."""
+    return stage.StageFolder(config.output_dir, "generate", plan_fingerprint(config),
+                             grows_from=_same_plan_family(config))
 
 
 def run(config: GenerateConfig) -> Path:
@@ -139,6 +172,12 @@ def run(config: GenerateConfig) -> Path:
     if folder.complete():
         log.info("%s is complete for this plan; nothing to do", out)
         return out
+    planned = _planned_rows(out)
+    if planned > config.num_examples and _same_plan_family(config)(out):
+        # A plan only grows: shrinking it would orphan rows already generated for it.
+        raise StageError(
+            f"generate.num_examples={config.num_examples} is below the {planned} requests already planned in {out}; "
+            f"set it to {planned} or more to finish that set, or give a smaller set its own generate.output_dir")
     folder.begin(dump_config(config))
     langs.resolve_weights(config.language_weights, config.languages)  # fail on bad names before any work
     if config.language_check != "off":

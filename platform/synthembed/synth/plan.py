@@ -4,8 +4,8 @@
   for task definitions (`brainstorm_requests`); their outcomes become the task pools (`task_pools`).
 - plan: every example request gets a stable `request_id`, task type (exact quotas from `task_mix`),
   language (or language pair), placeholders and task (`build_plan`); stored in `plan.parquet` with a
-  fingerprint of the config fields that shape it, so a re-run with a different plan fails instead of mixing
-  outputs.
+  fingerprint of the config fields that shape it, so a re-run with a different plan never mixes outputs. A
+  larger `num_examples` under the same other fields (`plan_family`) appends new rows to the stored plan.
 - request rows (`request_row`): what one engine gets for one request; the seed comes from the request,
   the engine and the attempt, so a retry never replays the exact sampling that failed.
 """
@@ -38,10 +38,18 @@ PLAN_SCHEMA = pa.schema([
 ])
 
 
+# What each planned request looks like. `num_examples` only says how many there are: a plan made for fewer
+# rows is the first part of a plan for more, so a folder can grow (see `grows_from`) instead of restarting.
+PLAN_KEYS = ("seed", "task_mix", "min_per_type", "languages", "language_weights", "tasks_per_brainstorm",
+             "examples_per_task", "lengths")
+
+
+def plan_family(config: GenerateConfig) -> str:
+    return stable_hash({k: config.model_dump(mode="json")[k] for k in PLAN_KEYS}, PROMPT_VERSION)
+
+
 def plan_fingerprint(config: GenerateConfig) -> str:
-    keys = ("num_examples", "seed", "task_mix", "min_per_type", "languages", "language_weights",
-            "tasks_per_brainstorm", "examples_per_task", "lengths")
-    return stable_hash({k: config.model_dump(mode="json")[k] for k in keys}, PROMPT_VERSION)
+    return stable_hash({k: config.model_dump(mode="json")[k] for k in ("num_examples", *PLAN_KEYS)}, PROMPT_VERSION)
 
 
 def brainstorm_requests(config: GenerateConfig, counts: dict[str, int]) -> list[dict]:
@@ -73,11 +81,17 @@ def task_pools(outcomes: list[dict], counts: dict[str, int]) -> dict[str, list[s
     return dict(pools)
 
 
-def build_plan(config: GenerateConfig, counts: dict[str, int], pools: dict[str, list[str]]) -> list[dict]:
+def build_plan(config: GenerateConfig, counts: dict[str, int], pools: dict[str, list[str]],
+               start: dict[str, int] | None = None) -> list[dict]:
+    """The requests (t, i) for i < counts[t], or only those with i >= start[t] (a grown plan's new rows).
+
+    Row (t, i) draws its language and placeholders from its own seed, so it is the same in every plan that
+    holds it; its task is `pools[t][i % len(pools[t])]`, so a grown plan keeps its first part as stored.
+    """
     weights = langs.resolve_weights(config.language_weights, config.languages)
     rows = []
     for t, n in counts.items():
-        for i in range(n):
+        for i in range((start or {}).get(t, 0), n):
             rng = random.Random(seed_int(config.seed, t, i))
             ph = sample_placeholders(t, rng)
             src = tgt = None
