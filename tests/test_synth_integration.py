@@ -239,7 +239,8 @@ def test_http_stage_sends_each_rows_own_schema(ray_cluster):
 @pytest.mark.slow
 def test_raising_num_examples_grows_the_set_and_keeps_every_finished_row(ray_cluster, tmp_path):
     """A set is built up over several runs: a larger num_examples extends the plan (and the brainstorm) and
-    generates only the new requests; a smaller one is refused by name; nothing is moved aside or redone."""
+    generates only the new requests; a smaller one is refused by name; a time budget ends a run with a
+    usable partial set that the next run completes; nothing is moved aside or redone."""
     from synthembed.errors import StageError
     from synthembed.synth.plan import plan_fingerprint
 
@@ -273,3 +274,19 @@ def test_raising_num_examples_grows_the_set_and_keeps_every_finished_row(ray_clu
     with pytest.raises(StageError, match=r"generate\.num_examples=5 is below the 8 requests"):
         run(big.model_copy(update={"num_examples": 5}))
     assert json.loads((out / "manifest.json").read_text())["fingerprint"] == plan_fingerprint(big), "work was lost"
+
+    # a time budget of 0 finishes the grown folder at once as a partial set the next stages can read ...
+    bigger = big.model_copy(update={"num_examples": 12})
+    run(bigger.model_copy(update={"time_budget_minutes": 0}))
+    partial = json.loads((out / "manifest.json").read_text())
+    assert partial["partial"] is True and partial["requests_planned"] == 12 and partial["requests_owed"] == 4
+    assert partial["fingerprint"] not in (plan_fingerprint(big), plan_fingerprint(bigger))
+    assert len(read_examples(out)) == partial["examples"]
+    # ... and the next run without a budget sends only the 4 owed requests and completes the plan
+    run(bigger)
+    plan3, _, _ = resolved(out)
+    assert len(plan3) == 12
+    final = json.loads((out / "manifest.json").read_text())
+    assert final["fingerprint"] == plan_fingerprint(bigger) and "partial" not in final
+    runs = [json.loads(x) for x in (out / "runs.jsonl").read_text().splitlines()]
+    assert runs[-2]["owed"] == 4 and sum(runs[-1].get(k, 0) for k in ("examples", "rejects", "duplicates")) == 4

@@ -128,9 +128,14 @@ class StageFolder:
             write_text(self.path / "config.yaml", config_yaml)
         return self
 
-    def finish(self, manifest: dict) -> dict:
-        """Write the manifest last, atomically; from now on the folder is complete for this fingerprint."""
-        full = {"stage": self.stage, "fingerprint": self.fingerprint, "complete": True, "created": _now(), **manifest}
+    def finish(self, manifest: dict, fingerprint: str | None = None) -> dict:
+        """Write the manifest last, atomically; from now on the folder is complete for this fingerprint.
+
+        A stage that stops early with usable output (generate's time budget) passes its own `fingerprint`:
+        the folder is then never complete for the stage, which continues it on the next run, while its
+        consumers see an input that changes whenever it grows."""
+        full = {"stage": self.stage, "fingerprint": fingerprint or self.fingerprint, "complete": True,
+                "created": _now(), **manifest}
         write_json(self.path / MANIFEST, full)
         return full
 

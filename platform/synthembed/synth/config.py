@@ -136,6 +136,10 @@ class GenerateConfig(StrictModel):
         "in its language_verdict column; off: no check. Not part of the plan's fingerprint: a change applies "
         "to rows generated from then on")
     commit_every: int = Field(32, ge=1, description="rows per committed Parquet part (lost at most on a kill)")
+    time_budget_minutes: float | None = Field(
+        None, ge=0, description="stop sending example requests after this long and finish the folder as a partial "
+        "set (manifest `partial: true`) that the next stages can use; the next run continues the plan. 0: use the "
+        "rows already generated now. Not part of the plan's fingerprint")
     metrics: bool = True
 
     @field_validator("task_mix")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -77,10 +78,12 @@ class EnginePool:
 
 
 def engine_pass(config: GenerateConfig, pool: EnginePool, ledger: Ledger, idx: int, stage: str,
-                rows: list[dict], commit: Callable[[dict, PartWriter], str], progress: Counter) -> None:
+                rows: list[dict], commit: Callable[[dict, PartWriter], str], progress: Counter,
+                deadline: float | None = None) -> None:
     """Send `rows` (plan or brainstorm rows engine `idx` owes) and commit every outcome.
 
     `commit(record, writer)` stores one successful outcome and returns the progress key it counts under.
+    Past `deadline` (a `time.time()`), it commits what is finished and returns; the rest stays owed.
     """
     engine = pool.list[idx]
     retry_next = idx + 1 < len(pool.list)
@@ -107,6 +110,9 @@ def engine_pass(config: GenerateConfig, pool: EnginePool, ledger: Ledger, idx: i
                     progress["rejects" if stage == "example" else f"{stage}_rejects"] += 1
                 else:
                     progress[commit(json.loads(out["payload"]), writer)] += 1
+                if deadline is not None and time.time() > deadline:
+                    log.info("%s: time budget reached on %s; the rest stays for the next run", stage, engine.label)
+                    return  # `finally` commits the finished rows; requests in flight are sent again next run
             if lost and round_ == engine.max_restarts + 1:  # the engine answers, but never these rows
                 for r in todo:
                     if r["request_id"] in lost:

@@ -192,28 +192,41 @@ def run(config: GenerateConfig) -> Path:
         try:
             plan = _load_or_build_plan(config, pool, ledger, progress)
             seen_ids = set(ledger.outcomes("example").column("id").to_pylist())
+            budget = config.time_budget_minutes
+            deadline = None if budget is None else started + 60 * budget
             for idx in range(len(pool.list)):
+                if deadline is not None and time.time() >= deadline:
+                    break
                 todo = _pending_rows(ledger, "example", idx, plan)
                 if todo:
                     log.info("engine %d (%s): %d requests (%d already done or tried)", idx, pool.list[idx].label,
                              len(todo), len(plan) - len(todo))
-                    engine_pass(config, pool, ledger, idx, "example", todo, _ExampleCommit(seen_ids, idx), progress)
+                    engine_pass(config, pool, ledger, idx, "example", todo, _ExampleCommit(seen_ids, idx), progress,
+                                deadline)
         except EngineFailed as err:
             _append_run(out, {"ended": _now(), "wall_time_s": round(time.time() - started, 2), "failed": str(err)[:500],
                               "engine_restarts": pool.restarts(), **progress})
             raise EngineFailed(f"{err}\n  {_committed(ledger)}") from None
         restarts = pool.restarts()
+    owed = sum(len(_pending_rows(ledger, "example", idx, plan)) for idx in range(len(pool.list)))
     runs = _append_run(out, {"ended": _now(), "wall_time_s": round(time.time() - started, 2),
-                             "engine_restarts": restarts, **progress})
+                             "engine_restarts": restarts, **progress, **({"owed": owed} if owed else {})})
     stats = compute_stats(ledger, plan, runs)
     stage.write_text(out / "stats.json", stats.model_dump_json(indent=2) + "\n")
     stage.write_text(out / "summary.md", summary_md(stats))
-    folder.finish({
+    manifest = {
         "examples": stats.examples,
         "files": sorted(str(p.relative_to(out)) for p in out.rglob("*.parquet") if not p.name.startswith(".")),
         "prompt_version": PROMPT_VERSION,
         "example_columns": list(EXAMPLE_COLUMNS), "reject_columns": list(REJECT_COLUMNS),
-    })
+    }
+    if owed:  # stopped by the time budget: a usable partial set, continued by the next run
+        folder.finish({**manifest, "partial": True, "requests_planned": len(plan), "requests_owed": owed},
+                      fingerprint=stage.fingerprint(folder.fingerprint, "partial", stats.examples, owed, n=16))
+        log.info("generate: time budget reached with %d examples in %s; %d of %d planned requests are left for "
+                 "the next run", stats.examples, out, owed, len(plan))
+        return out
+    folder.finish(manifest)
     log.info("generate: %d examples in %s (%s)", stats.examples, out, stats.by_task_type)
     return out
 
