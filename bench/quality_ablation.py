@@ -8,6 +8,11 @@ evaluation text):
     consistency  + the consistency pass (consistency.model scores q/p/n; drops rows with margin < 0)
     fn_mask      + train.false_negative_margin 0.1 (in-batch negatives above the positive - 0.1 are masked)
 
+and, beside the chain, the profile's setting of `train.hard_negatives` flipped on the `language` arm:
+
+    hard_negatives     language + train.hard_negatives true (each row's generated hard negative as a document)
+    no_hard_negatives  language + train.hard_negatives false (in-batch negatives only)
+
 Each arm is the configs/cpu-quality.yaml pipeline through `ray job submit` (stages train, evaluate), with
 `<arm>/generate` a link to the one finished generation, evaluated on cpu-tiny's subsets of the three tasks
 the quality targets are set on (ablation differences, not headline scores; the headline is `make quality`
@@ -41,6 +46,8 @@ ARMS = {
     "language": {"language_filter": True},
     "consistency": {"language_filter": True, "consistency": {"enabled": True}},
     "fn_mask": {"language_filter": True, "consistency": {"enabled": True}, "train": {"false_negative_margin": 0.1}},
+    "hard_negatives": {"language_filter": True, "train": {"hard_negatives": True}},
+    "no_hard_negatives": {"language_filter": True, "train": {"hard_negatives": False}},
 }
 
 
