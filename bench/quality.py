@@ -63,6 +63,7 @@ def _filters(root: Path) -> dict:
         "decontaminate": (root / "decontaminate" / "manifest.json").is_file(),
         "consistency": (root / "consistency" / "manifest.json").is_file(),
         "false_negative_margin": train_cfg.get("false_negative_margin"),
+        "hard_negatives": train_cfg.get("hard_negatives", True),
         "summary_stage_seconds": config.get("stage_seconds"),
     }
 
@@ -106,6 +107,9 @@ def collect(root: Path) -> dict:
         "training": {k: train.get(k) for k in ("steps", "total_steps", "restarts", "examples", "first_loss", "final_loss",
                                                "median_examples_per_s", "wall_seconds", "base_model", "backend", "num_workers")},
         "training_data": {k: stats.get(k) for k in ("examples", "rejects", "by_task_type", "languages") if k in stats},
+        # a generation stopped by its time budget: the rows trained on are the part of the plan made so far
+        "generation": {k: v for k, v in json.loads((root / "generate" / "manifest.json").read_text()).items()
+                       if k in ("partial", "requests_planned", "requests_owed", "examples")},
         "ablation": _ablation(root / "generate"),
     }
 
