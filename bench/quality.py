@@ -119,8 +119,11 @@ def _ablation(generated: Path) -> dict | None:
     path = REPO / "bench" / "results" / "quality_ablation.json"
     if not path.is_file():
         return None
+    from synthembed.stage import input_fingerprint
+
     ablation = json.loads(path.read_text())
-    same = Path(ablation.get("generated", "")).resolve() == generated.resolve()
+    # the same rows, not just the same folder name: a folder's rows change as it grows or is regenerated
+    same = ablation.get("generated_fingerprint") == input_fingerprint(generated)
     return {k: ablation[k] for k in ("arms", "arm_settings", "evaluation", "epochs")} if same else None
 
 

@@ -148,7 +148,9 @@ def main() -> None:
     for r in results.values():
         r["delta_vs_none"] = {t: round(v["mean"] - ref[t]["mean"], 2) for t, v in r["tuned_over_seeds"].items()
                               if t in ref}
-    payload = {"generated": str(generated), "arms": results, "arm_settings": {a: ARMS[a] for a in results},
+    from synthembed.stage import input_fingerprint
+
+    payload = {"generated": str(generated), "generated_fingerprint": input_fingerprint(generated), "arms": results, "arm_settings": {a: ARMS[a] for a in results},
                "evaluation": "cpu-tiny's subsets (configs/cpu-tiny.yaml evaluate.tasks) of STSb, STSb-multi, Tatoeba",
                "delta_definition": "mean over the arm's seeds minus the mean over none's seeds",
                "epochs": args.epochs}
