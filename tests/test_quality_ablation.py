@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import yaml
+REPO = Path(__file__).resolve().parents[1]
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from quality_ablation import ARMS, arm_profile  # noqa: E402
@@ -19,8 +20,9 @@ def test_each_arm_adds_one_filter_and_reads_the_one_generation(tmp_path):
     (generated / "manifest.json").write_text('{"fingerprint": "g"}')
     want = {"none": ["decontaminate"], "language": ["language", "decontaminate"],
             "consistency": ["language", "decontaminate", "consistency"],
-            "fn_mask": ["language", "decontaminate", "consistency"]}
-    margins = {}
+            "fn_mask": ["language", "decontaminate", "consistency"],
+            "hard_negatives": ["language", "decontaminate"], "no_hard_negatives": ["language", "decontaminate"]}
+    margins, hard_negatives = {}, {}
     for arm in ARMS:
         root = tmp_path / "ablation" / arm
         config = PipelineConfig.model_validate(yaml.safe_load(arm_profile(arm, root, generated, None).read_text()))
@@ -32,7 +34,12 @@ def test_each_arm_adds_one_filter_and_reads_the_one_generation(tmp_path):
         assert Path(wired.train.data[0].path) == root.resolve() / want[arm][-1]
         assert [d.path for d in wired.train.data[1:]] == []  # the quality profile's own data entry is dropped
         margins[arm] = config.train.false_negative_margin
-    assert margins == {"none": None, "language": None, "consistency": None, "fn_mask": 0.1}
+        hard_negatives[arm] = config.train.hard_negatives
+    assert margins == {"none": None, "language": None, "consistency": None, "fn_mask": 0.1,
+                       "hard_negatives": None, "no_hard_negatives": None}
+    profile = yaml.safe_load((REPO / "configs" / "cpu-quality.yaml").read_text())["train"]["hard_negatives"]
+    assert hard_negatives == {**{a: profile for a in ("none", "language", "consistency", "fn_mask")},
+                              "hard_negatives": True, "no_hard_negatives": False}
 
 
 def test_a_second_seed_trains_in_its_own_folder_with_that_seed(tmp_path):
