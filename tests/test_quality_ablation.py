@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import yaml
-REPO = Path(__file__).resolve().parents[1]
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
 from quality_ablation import ARMS, arm_profile  # noqa: E402
 
 from synthembed.workflow import PipelineConfig, data_passes, wire  # noqa: E402
