@@ -150,7 +150,8 @@ def main() -> None:
                               if t in ref}
     from synthembed.stage import input_fingerprint
 
-    payload = {"generated": str(generated), "generated_fingerprint": input_fingerprint(generated), "arms": results, "arm_settings": {a: ARMS[a] for a in results},
+    payload = {"generated": str(generated), "generated_fingerprint": input_fingerprint(generated), "arms": results,
+               "arm_settings": {a: ARMS[a] for a in results},
                "evaluation": "cpu-tiny's subsets (configs/cpu-tiny.yaml evaluate.tasks) of STSb, STSb-multi, Tatoeba",
                "delta_definition": "mean over the arm's seeds minus the mean over none's seeds",
                "epochs": args.epochs}

@@ -116,7 +116,6 @@ def test_plan_is_deterministic_and_covers_types():
     assert {r["request_id"] for r in c}.isdisjoint({r["request_id"] for r in a})
 
 
-
 def test_a_grown_plan_is_the_small_plan_plus_new_rows_only():
     cfg = GenerateConfig(num_examples=30, min_per_type=3, languages=["English", "German", "Japanese"])
     pools = {t: [f"task {t} {i}" for i in range(40)] for t in ASYMMETRIC}
@@ -129,6 +128,7 @@ def test_a_grown_plan_is_the_small_plan_plus_new_rows_only():
     assert plan_family(cfg) == plan_family(cfg.model_copy(update={"num_examples": 90}))
     assert plan_fingerprint(cfg) != plan_fingerprint(cfg.model_copy(update={"num_examples": 90}))
     assert plan_family(cfg) != plan_family(cfg.model_copy(update={"languages": ["English"]}))
+
 
 # ------------------------------------------------------------------------------------------------ prompts
 @pytest.mark.parametrize("task_type", TASK_TYPES)

@@ -28,8 +28,8 @@ import hashlib
 import json
 import logging
 import os
-from datetime import datetime, timezone
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
