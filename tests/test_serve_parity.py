@@ -61,15 +61,18 @@ def test_prometheus_metrics_exported(smol_app, ray_cluster):
 
     post(smol_app, {"input": ["count me", "and me"]})
     port = ray.nodes()[0]["MetricsExportPort"]
-    deadline, text = time.time() + 40, ""
+    names = ("synthembed_requests", "synthembed_tokens", "synthembed_batch_items_bucket",
+             "synthembed_batch_padded_tokens_bucket", "synthembed_request_latency_s_bucket",
+             "synthembed_queued_inputs")
+    # The metrics agent exports each series on its own flush cycle (a gauge can trail the counters set in the
+    # same call by one cycle), so wait until every name is there or the deadline passes.
+    deadline, text = time.time() + 60, ""
     while time.time() < deadline:
         text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        if "synthembed_tokens" in text and "synthembed_batch_padded_tokens" in text:
+        if all(name in text for name in names):
             break
         time.sleep(2)
-    for name in ("synthembed_requests", "synthembed_tokens", "synthembed_batch_items_bucket",
-                 "synthembed_batch_padded_tokens_bucket", "synthembed_request_latency_s_bucket",
-                 "synthembed_queued_inputs"):
+    for name in names:
         assert name in text, f"{name} not exported"
     tokens = [line for line in text.splitlines() if line.startswith("ray_synthembed_tokens") or
               line.startswith("synthembed_tokens")]
