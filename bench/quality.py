@@ -114,9 +114,8 @@ def collect(root: Path) -> dict:
     }
 
 
-def _ablation(generated: Path) -> dict | None:
-    """bench/results/quality_ablation.json when it was run on this run's generated rows (bench/quality_ablation.py)."""
-    path = REPO / "bench" / "results" / "quality_ablation.json"
+def _ablation(generated: Path, path: Path = REPO / "bench" / "results" / "quality_ablation.json") -> dict | None:
+    """The ablation (bench/quality_ablation.py's result) when it was run on this run's generated rows."""
     if not path.is_file():
         return None
     from synthembed.stage import input_fingerprint

@@ -54,3 +54,21 @@ def test_a_second_seed_trains_in_its_own_folder_with_that_seed(tmp_path):
     assert config.train.seed == 2 and config.output_root == str(out / "none-seed2")
     spread = over_seeds({0: {"tuned": {"sts": 70.0, "only0": 1.0}}, 2: {"tuned": {"sts": 50.0}}})
     assert spread == {"sts": {"mean": 60.0, "min": 50.0, "max": 70.0, "by_seed": {0: 70.0, 2: 50.0}}}
+
+
+def test_an_ablation_is_attached_only_to_the_rows_it_trained_on(tmp_path):
+    import json
+
+    from quality import _ablation
+
+    generated = tmp_path / "generate"
+    generated.mkdir()
+    (generated / "manifest.json").write_text('{"fingerprint": "rows-of-run-1"}')
+    result = tmp_path / "quality_ablation.json"
+    ablation = {"arms": {"none": {}}, "arm_settings": {}, "evaluation": "subsets", "epochs": 3}
+    result.write_text(json.dumps({**ablation, "generated_fingerprint": "rows-of-run-1"}))
+    assert _ablation(generated, result) == ablation
+    # the folder grew (or was regenerated) since: the same name, other rows; the old ablation does not describe it
+    (generated / "manifest.json").write_text('{"fingerprint": "rows-of-run-2"}')
+    assert _ablation(generated, result) is None
+    assert _ablation(generated, tmp_path / "missing.json") is None

@@ -222,3 +222,47 @@ def test_hostile_endpoint_every_row_ends_as_example_or_named_reject(ray_cluster,
         assert needle in reasons, f"no reject reason names {needle!r}: {reasons}"
     assert all(r["retry_next"] for r in rj if r["engine_index"] == 0)
     assert len(ex) == len(plan) and {r["generator"] for r in ex} == {"good:g"}
+
+
+class _Slow(_Good):
+    """A good endpoint that takes `delay_s` per answer and counts what it was asked."""
+    delay_s = 1.5
+    asked: list = []
+
+    def do_POST(self):
+        with self.lock:
+            self.asked.append(time.time())
+        time.sleep(self.delay_s)
+        super().do_POST()
+
+
+@pytest.mark.slow
+def test_time_budget_ends_a_pass_midway_and_the_next_run_finishes_it(ray_cluster, tmp_path):
+    """The budget runs out while engine 0 is answering: the run commits every finished row, returns a partial
+    set, and the next run (no budget) sends only what is owed; every finished row stays where it was."""
+    _Slow.asked = []
+    srv, url = _serve(_Slow)
+    engine_cfg = {"kind": "openai", "name": "slow", "model": "s", "base_url": url, "response_format": "json_schema",
+                  "batch_size": 1, "concurrency": 1, "max_retries": 0, "request_timeout_s": 30}
+    cfg = _config(tmp_path / "budget", num_examples=40, engine=engine_cfg, time_budget_minutes=0.4)
+    out = Path(cfg.output_dir)
+    try:
+        run(cfg)
+        partial = json.loads((out / "manifest.json").read_text())
+        finished = {p: p.read_bytes() for p in (out / "examples").glob("*.parquet")}
+        first_run = len(_Slow.asked)
+        # 40 answers at 1.5 s one at a time take a minute; the 24 s budget stops the pass partway
+        assert partial["partial"] is True and partial["requests_planned"] == 40
+        assert 0 < partial["examples"] < 40, "the pass did not stop midway with rows committed"
+        assert partial["examples"] + partial["requests_owed"] == 40
+        assert first_run < 40, "requests went on being sent after the budget ran out"
+        run(cfg.model_copy(update={"time_budget_minutes": None}))
+    finally:
+        srv.shutdown()
+    plan, ex, rj = resolved(out)
+    assert len(ex) == 40 and not rj
+    for path, data in finished.items():
+        assert path.read_bytes() == data, f"{path.name}, finished before the budget ran out, was rewritten"
+    runs = [json.loads(x) for x in (out / "runs.jsonl").read_text().splitlines()]
+    assert runs[-2]["owed"] == partial["requests_owed"] and runs[-1]["examples"] == partial["requests_owed"]
+    assert "partial" not in json.loads((out / "manifest.json").read_text())
