@@ -103,6 +103,39 @@ def arm_result(root: Path) -> dict:
             "base": {t: round(statistics.mean(v.values()), 2) for t, v in base.items()}}
 
 
+TRAINED_ON = "generated_fingerprint"
+
+
+def mark_trained_on(root: Path, rows: str) -> None:
+    """Record which rows (the generation's fingerprint) a finished arm trained on: the folder grows."""
+    from synthembed.stage import write_text
+
+    write_text(root / TRAINED_ON, rows + "\n")
+
+
+def collect_arms(out: Path, generated: Path) -> dict:
+    """Every finished arm and seed on `generated`'s current rows, also those of an earlier invocation (--arms
+    runs a few at a time); an arm trained on an earlier state of the folder is left out, with a line saying so."""
+    from synthembed.stage import input_fingerprint
+
+    rows = input_fingerprint(generated)
+    results = {}
+    for arm in ARMS:
+        runs = {}
+        for seed in range(100):
+            root = arm_root(out, arm, seed)
+            if not (root / "evaluate" / "tuned" / "manifest.json").is_file():
+                continue
+            mark = root / TRAINED_ON
+            if not mark.is_file() or mark.read_text().strip() != rows:
+                print(f"left out {root}: trained on other rows than {generated} holds now; rerun it with --arms {arm}")
+                continue
+            runs[seed] = arm_result(root)
+        if runs:
+            results[arm] = {**runs[min(runs)], "seeds": runs, "tuned_over_seeds": over_seeds(runs)}
+    return results
+
+
 def over_seeds(runs: dict[int, dict]) -> dict:
     """Per task: mean, min, max and the seeds' scores of one arm's fine-tuned model."""
     tasks = set.intersection(*(set(r["tuned"]) for r in runs.values()))
@@ -122,6 +155,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0", help="train.seed values per arm, e.g. 0,1,2: the spread of one "
                     "arm over seeds is the noise any difference between arms has to beat")
     args = ap.parse_args()
+    from synthembed.stage import input_fingerprint
+
     seeds = [int(x) for x in args.seeds.split(",")]
     out = Path(args.out).resolve()
     generated = Path(args.generated).resolve()
@@ -133,23 +168,17 @@ def main() -> None:
     for arm in arms:
         for seed in seeds:
             profile = arm_profile(arm, arm_root(out, arm, seed), generated, args.epochs, seed)
+            rows = input_fingerprint(generated)  # what this arm reads when it starts
             print(f"== arm {arm}, seed {seed}: {profile}", flush=True)
             subprocess.run([str(REPO / "scripts" / "cluster.sh"), "submit", "--submission-id",
                             f"ablation-{arm}-{seed}-{os.getpid()}", "--", "python", "jobs/pipeline.py", "--config",
                             str(profile)], check=True, cwd=REPO)
-    # every finished arm and seed, also those of an earlier invocation (--arms runs a few at a time)
-    results = {}
-    for arm in ARMS:
-        runs = {seed: arm_result(arm_root(out, arm, seed)) for seed in range(100)
-                if (arm_root(out, arm, seed) / "evaluate" / "tuned" / "manifest.json").is_file()}
-        if runs:
-            results[arm] = {**runs[min(runs)], "seeds": runs, "tuned_over_seeds": over_seeds(runs)}
+            mark_trained_on(arm_root(out, arm, seed), rows)
+    results = collect_arms(out, generated)
     ref = results.get("none", {}).get("tuned_over_seeds", {})
     for r in results.values():
         r["delta_vs_none"] = {t: round(v["mean"] - ref[t]["mean"], 2) for t, v in r["tuned_over_seeds"].items()
                               if t in ref}
-    from synthembed.stage import input_fingerprint
-
     payload = {"generated": str(generated), "generated_fingerprint": input_fingerprint(generated), "arms": results,
                "arm_settings": {a: ARMS[a] for a in results},
                "evaluation": "cpu-tiny's subsets (configs/cpu-tiny.yaml evaluate.tasks) of STSb, STSb-multi, Tatoeba",

@@ -72,3 +72,34 @@ def test_an_ablation_is_attached_only_to_the_rows_it_trained_on(tmp_path):
     (generated / "manifest.json").write_text('{"fingerprint": "rows-of-run-2"}')
     assert _ablation(generated, result) is None
     assert _ablation(generated, tmp_path / "missing.json") is None
+
+
+def test_arms_trained_on_an_earlier_state_of_the_rows_are_left_out(tmp_path, capsys):
+    import json
+
+    from quality_ablation import collect_arms, mark_trained_on
+
+    generated = tmp_path / "generate"
+    generated.mkdir()
+    (generated / "manifest.json").write_text('{"fingerprint": "rows-now"}')
+    out = tmp_path / "ablation"
+
+    def finished_arm(root: Path, stsb: float, rows: str | None) -> None:
+        for side, score in (("base", 20.0), ("tuned", stsb)):
+            (root / "evaluate" / side).mkdir(parents=True)
+            (root / "evaluate" / side / "manifest.json").write_text(json.dumps(
+                {"scores": [{"task": "STSBenchmark", "subset": "default", "score": score, "protocol": None}]}))
+        (root / "train").mkdir()
+        (root / "train" / "manifest.json").write_text('{"examples": 10, "steps": 2}')
+        if rows is not None:
+            mark_trained_on(root, rows)
+
+    finished_arm(out / "none", 60.0, "rows-now")
+    finished_arm(out / "none-seed1", 70.0, "rows-now")
+    finished_arm(out / "language", 99.0, "rows-before-the-folder-grew")
+    finished_arm(out / "consistency", 98.0, None)  # finished before arms were marked
+    results = collect_arms(out, generated)
+    assert set(results) == {"none"}
+    assert results["none"]["tuned_over_seeds"]["STSBenchmark"]["by_seed"] == {0: 60.0, 1: 70.0}
+    said = capsys.readouterr().out
+    assert "left out" in said and "--arms language" in said and "--arms consistency" in said
