@@ -113,12 +113,10 @@ def mark_trained_on(root: Path, rows: str) -> None:
     write_text(root / TRAINED_ON, rows + "\n")
 
 
-def collect_arms(out: Path, generated: Path) -> dict:
-    """Every finished arm and seed on `generated`'s current rows, also those of an earlier invocation (--arms
-    runs a few at a time); an arm trained on an earlier state of the folder is left out, with a line saying so."""
-    from synthembed.stage import input_fingerprint
-
-    rows = input_fingerprint(generated)
+def collect_arms(out: Path, generated: Path, rows: str) -> dict:
+    """Every finished arm and seed trained on `rows` (`generated`'s fingerprint now), also those of an earlier
+    invocation (--arms runs a few at a time); an arm trained on an earlier state of the folder is left out,
+    with a line saying so."""
     results = {}
     for arm in ARMS:
         runs = {}
@@ -174,12 +172,13 @@ def main() -> None:
                             f"ablation-{arm}-{seed}-{os.getpid()}", "--", "python", "jobs/pipeline.py", "--config",
                             str(profile)], check=True, cwd=REPO)
             mark_trained_on(arm_root(out, arm, seed), rows)
-    results = collect_arms(out, generated)
+    rows_now = input_fingerprint(generated)  # the filter below and the payload name the same rows
+    results = collect_arms(out, generated, rows_now)
     ref = results.get("none", {}).get("tuned_over_seeds", {})
     for r in results.values():
         r["delta_vs_none"] = {t: round(v["mean"] - ref[t]["mean"], 2) for t, v in r["tuned_over_seeds"].items()
                               if t in ref}
-    payload = {"generated": str(generated), "generated_fingerprint": input_fingerprint(generated), "arms": results,
+    payload = {"generated": str(generated), "generated_fingerprint": rows_now, "arms": results,
                "arm_settings": {a: ARMS[a] for a in results},
                "evaluation": "cpu-tiny's subsets (configs/cpu-tiny.yaml evaluate.tasks) of STSb, STSb-multi, Tatoeba",
                "delta_definition": "mean over the arm's seeds minus the mean over none's seeds",

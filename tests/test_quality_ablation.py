@@ -80,8 +80,6 @@ def test_arms_trained_on_an_earlier_state_of_the_rows_are_left_out(tmp_path, cap
     from quality_ablation import collect_arms, mark_trained_on
 
     generated = tmp_path / "generate"
-    generated.mkdir()
-    (generated / "manifest.json").write_text('{"fingerprint": "rows-now"}')
     out = tmp_path / "ablation"
 
     def finished_arm(root: Path, stsb: float, rows: str | None) -> None:
@@ -98,7 +96,7 @@ def test_arms_trained_on_an_earlier_state_of_the_rows_are_left_out(tmp_path, cap
     finished_arm(out / "none-seed1", 70.0, "rows-now")
     finished_arm(out / "language", 99.0, "rows-before-the-folder-grew")
     finished_arm(out / "consistency", 98.0, None)  # finished before arms were marked
-    results = collect_arms(out, generated)
+    results = collect_arms(out, generated, "rows-now")
     assert set(results) == {"none"}
     assert results["none"]["tuned_over_seeds"]["STSBenchmark"]["by_seed"] == {0: 60.0, 1: 70.0}
     said = capsys.readouterr().out
