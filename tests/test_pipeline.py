@@ -164,6 +164,9 @@ def test_killed_during_training_then_resubmitted_resumes(ray_cluster, tmp_path):
     assert data["rejected_after_all_engines"] == stats["requests_rejected_final"]
     assert set(data["validity_per_engine"]) == set(stats["validity_per_engine"]) == {"embedded:smollm2-135m"}
     assert data["reject_reasons"] == stats["reject_reasons"]
+    # every task type with rows has its query diversity, counted over those rows
+    assert set(data["query_diversity"]) == set(stats["by_task_type"])
+    assert all(1 <= d["unique_queries"] <= stats["by_task_type"][t] for t, d in data["query_diversity"].items())
 
     # Training re-runs with another recipe: the evaluation re-runs too and reports the new model.
     tuned_before = json.loads((root / "evaluate" / "tuned" / "manifest.json").read_text())

@@ -295,7 +295,8 @@ def test_stats_count_unique_instructions_and_language_verdicts(tmp_path, texts):
 
     from synthembed.synth.ledger import Ledger, write_atomic
     from synthembed.synth.schema import EXAMPLE_SCHEMA, REJECT_SCHEMA
-    from synthembed.synth.stats import stats, summary_md
+    from synthembed.synth.schema import normalize_text
+    from synthembed.synth.stats import opening, stats, summary_md
 
     de, en = texts["German"], texts["English"]
     outs = [
@@ -329,6 +330,25 @@ def test_stats_count_unique_instructions_and_language_verdicts(tmp_path, texts):
     assert st.reject_reasons == {"wrong_language": 2}
     md = summary_md(st)
     assert "Unique task instructions: **3**" in md and "| German | 5 | 1 | 0 |" in md
+    # the three short_long rows share one query: one unique query, its opening counted three times
+    first = opening(examples[0]["query"])
+    assert first and st.query_diversity["short_long"].model_dump() == {
+        "unique_queries": 1, "top_opening": first, "top_opening_count": 3}
+    assert st.query_diversity["sts"].unique_queries == len({normalize_text(r["query"]) for r in examples
+                                                            if r["task_type"] == "sts"})
+    assert f"| short_long | 3 | 1 | {first} | 3 |" in md
+
+
+def test_query_diversity_counts_a_stock_opening_under_rewording():
+    from synthembed.synth.stats import query_diversity
+
+    queries = ["The quick brown fox jumps over the lazy dog.", "the quick  brown fox ran over a sleepy cat",
+               "The QUICK brown fox, again", "The quick brown fox jumps over the lazy dog",
+               "A cat sleeps on the warm rug."]
+    got = query_diversity(["sts"] * 5 + ["bitext"], queries + ["Hola"])
+    # the first and fourth differ only in the final stop: one query; case, spacing and commas do not split an opening
+    assert got["sts"] == {"unique_queries": 4, "top_opening": "the quick brown fox", "top_opening_count": 4}
+    assert got["bitext"] == {"unique_queries": 1, "top_opening": "hola", "top_opening_count": 1}
 
 
 def test_language_pass_drops_flagged_mismatches_and_keeps_unknown_rows(tmp_path, texts):

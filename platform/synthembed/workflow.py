@@ -272,6 +272,7 @@ def collect_summary(root: Path, config: PipelineConfig) -> dict:
             "validity_per_engine": {g: round(v.valid_rate, 3) for g, v in s.validity_per_engine.items()},
             "engine_restarts": s.engine_restarts,
             "unique_instructions": s.unique_instructions,
+            "query_diversity": {t: d.model_dump() for t, d in s.query_diversity.items()},
             "language_check": {lang: c.model_dump() for lang, c in s.language_check.items()},
         }
     report = root / "language" / "report.json"
