@@ -130,6 +130,39 @@ def test_a_grown_plan_is_the_small_plan_plus_new_rows_only():
     assert plan_family(cfg) != plan_family(cfg.model_copy(update={"languages": ["English"]}))
 
 
+def test_symmetric_topics_vary_sts_and_bitext_and_leave_everything_else_as_it_was():
+    from synthembed.synth.plan import PLAN_KEYS
+    from synthembed.synth.prompts import PROMPT_VERSION
+    from synthembed.synth.schema import stable_hash
+    from synthembed.synth.tasks import SYMMETRIC_TOPICS
+
+    off = GenerateConfig(num_examples=60, min_per_type=8, languages=["English", "German", "Russian"])
+    on = off.model_copy(update={"symmetric_topics": True})
+    counts = allocate_counts(60, off.task_mix, 8)
+    pools = {t: [f"task {t} {i}" for i in range(5)] for t in ASYMMETRIC}
+    a, b = build_plan(off, counts, pools), build_plan(on, counts, pools)
+    symmetric = 0
+    for x, y in zip(a, b):  # same rows in the same order; only the symmetric rows' task (and so their id) moves
+        same = ("task_type", "language", "src_language", "tgt_language", "placeholders", "instruction")
+        assert {k: x[k] for k in same} == {k: y[k] for k in same}
+        if x["task_type"] in ("sts", "bitext"):
+            symmetric += 1
+            assert x["task"] == "" and y["task"] in SYMMETRIC_TOPICS and x["request_id"] != y["request_id"]
+            msgs = lambda r: example_messages(r["task_type"], r["task"] or None, r["language"],  # noqa: E731
+                                              json.loads(r["placeholders"]), r["src_language"] or None,
+                                              r["tgt_language"] or None)[1]["content"]
+            assert "topic" not in msgs(x) and f"Write about this topic: {y['task']}." in msgs(y)
+        else:
+            assert x == y
+    assert symmetric >= 16
+    assert len({y["task"] for y in b if y["task_type"] in ("sts", "bitext")}) >= 10
+    # off, the fingerprints are what they were before the setting existed, so older folders still resume and grow
+    dump = off.model_dump(mode="json")
+    assert plan_fingerprint(off) == stable_hash({k: dump[k] for k in ("num_examples", *PLAN_KEYS)}, PROMPT_VERSION)
+    assert plan_family(off) == stable_hash({k: dump[k] for k in PLAN_KEYS}, PROMPT_VERSION)
+    assert plan_family(on) != plan_family(off) and plan_fingerprint(on) != plan_fingerprint(off)
+
+
 # ------------------------------------------------------------------------------------------------ prompts
 @pytest.mark.parametrize("task_type", TASK_TYPES)
 def test_prompt_rendering_for_every_type(task_type):

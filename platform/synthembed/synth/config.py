@@ -135,6 +135,11 @@ class GenerateConfig(StrictModel):
         "mismatch is a `wrong_language` reject (retried by the fallback); flag: keep the row, the verdict is "
         "in its language_verdict column; off: no check. Not part of the plan's fingerprint: a change applies "
         "to rows generated from then on")
+    symmetric_topics: bool = Field(
+        False, description="give every sts and bitext request a topic (synth.tasks.SYMMETRIC_TOPICS, drawn from the "
+        "request's seed). The paper's prompts for these two types have none: GPT-4 varies its sentences unasked, a "
+        "small generator does not (Qwen2.5-Coder-1.5B opened 23 of its 44 English STS rows with 'The quick brown "
+        "fox'). Part of the plan's fingerprint when on")
     commit_every: int = Field(32, ge=1, description="rows per committed Parquet part (lost at most on a kill)")
     time_budget_minutes: float | None = Field(
         None, ge=0, description="stop sending example requests after this long and finish the folder as a partial "

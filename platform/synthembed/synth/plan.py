@@ -3,7 +3,8 @@
 - brainstorm (asymmetric types): ceil(rows / examples_per_task / tasks_per_brainstorm) calls per type ask
   for task definitions (`brainstorm_requests`); their outcomes become the task pools (`task_pools`).
 - plan: every example request gets a stable `request_id`, task type (exact quotas from `task_mix`),
-  language (or language pair), placeholders and task (`build_plan`); stored in `plan.parquet` with a
+  language (or language pair), placeholders and task (`build_plan`; for sts and bitext the task column holds
+  the row's topic when `symmetric_topics` is on, else it is empty); stored in `plan.parquet` with a
   fingerprint of the config fields that shape it, so a re-run with a different plan never mixes outputs. A
   larger `num_examples` under the same other fields (`plan_family`) appends new rows to the stored plan.
 - request rows (`request_row`): what one engine gets for one request; the seed comes from the request,
@@ -27,7 +28,7 @@ from synthembed.synth.prompts import (
     PROMPT_VERSION, brainstorm_messages, brainstorm_schema, example_messages, example_schema,
 )
 from synthembed.synth.schema import normalize_text, stable_hash
-from synthembed.synth.tasks import ASYMMETRIC, SPECS, task_instruction, sample_placeholders
+from synthembed.synth.tasks import ASYMMETRIC, SPECS, SYMMETRIC_TOPICS, sample_placeholders, task_instruction
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +45,20 @@ PLAN_KEYS = ("seed", "task_mix", "min_per_type", "languages", "language_weights"
              "examples_per_task", "lengths")
 
 
+def _plan_fields(config: GenerateConfig, keys: tuple[str, ...]) -> dict:
+    fields = {k: config.model_dump(mode="json")[k] for k in keys}
+    if config.symmetric_topics:
+        # only when on: plans made before the setting existed keep their fingerprints (and can still grow)
+        fields["symmetric_topics"] = True
+    return fields
+
+
 def plan_family(config: GenerateConfig) -> str:
-    return stable_hash({k: config.model_dump(mode="json")[k] for k in PLAN_KEYS}, PROMPT_VERSION)
+    return stable_hash(_plan_fields(config, PLAN_KEYS), PROMPT_VERSION)
 
 
 def plan_fingerprint(config: GenerateConfig) -> str:
-    return stable_hash({k: config.model_dump(mode="json")[k] for k in ("num_examples", *PLAN_KEYS)}, PROMPT_VERSION)
+    return stable_hash(_plan_fields(config, ("num_examples", *PLAN_KEYS)), PROMPT_VERSION)
 
 
 def brainstorm_requests(config: GenerateConfig, counts: dict[str, int]) -> list[dict]:
@@ -100,7 +109,11 @@ def build_plan(config: GenerateConfig, counts: dict[str, int], pools: dict[str, 
                 lang = src
             else:
                 lang = langs.sample_language(rng, weights)
-            task = pools[t][i % len(pools[t])] if t in ASYMMETRIC else None
+            if t in ASYMMETRIC:
+                task = pools[t][i % len(pools[t])]
+            else:
+                # a symmetric row's `task` is its topic; drawn last, so the row's other draws stay as they were
+                task = rng.choice(SYMMETRIC_TOPICS) if config.symmetric_topics else None
             ph_json = json.dumps(ph, sort_keys=True)
             rows.append({
                 "request_id": stable_hash(config.seed, t, i, task, lang, src, tgt, ph_json, PROMPT_VERSION),

@@ -61,6 +61,9 @@ def example_messages(task_type: str, task: str | None, language: str, placeholde
     spec = SPECS[task_type]
     body = spec.prompt.format(**placeholders, task=task, language=language, src_language=src_language,
                               tgt_language=tgt_language, keys=_keys_line(spec.fields))
+    if task and spec.brainstorm is None:
+        # a symmetric type has no task definition; what it gets is a topic (generate.symmetric_topics)
+        body += f"\nWrite about this topic: {task}."
     user = body + "\nAnswer with the JSON object only, with no other text. Be creative!"
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 

@@ -66,6 +66,27 @@ class TaskSpec:
 _UNIT_VALUES = {"unit": ("sentence", "phrase", "passage"), "high_score": (4, 4.5, 5)}
 _SYMMETRIC_DIFFICULTY = ("elementary school", "high school", "college")
 
+# Topics for the symmetric types' prompts when `generate.symmetric_topics` is on (the paper's prompts have
+# none). Everyday and specialist subjects alike, so the sentences spread over vocabularies; written in English
+# and used as is in every language (the prompt asks for the texts in the row's language).
+SYMMETRIC_TOPICS: tuple[str, ...] = (
+    "cooking at home", "a train journey", "gardening", "a football match", "the weather", "a job interview",
+    "buying a used car", "a visit to the doctor", "school homework", "a birthday party", "moving house",
+    "a museum exhibition", "online shopping", "a broken phone", "public transport strikes", "a wedding",
+    "learning a language", "a power outage", "a hiking trip", "renting a flat", "a bank loan", "pet care",
+    "a music festival", "a court case", "climate change", "a local election", "a new smartphone", "vaccines",
+    "a restaurant review", "space exploration", "ancient history", "a chess tournament", "software bugs",
+    "a hospital stay", "farming", "a film premiere", "stock markets", "a traffic accident", "recycling",
+    "a library", "a marathon", "volcanoes", "a tax return", "a cooking competition", "a flight delay",
+    "a startup company", "bird watching", "a family dinner", "a fire in a factory", "a new law", "painting",
+    "a hotel complaint", "a science experiment", "a lost wallet", "the ocean", "a university lecture",
+    "electric cars", "a bakery", "a theatre play", "a snowstorm", "a dentist appointment", "a football transfer",
+    "an insurance claim", "a robot", "a village festival", "a protest march", "a medical study", "coffee",
+    "a fishing trip", "a computer virus", "a wildlife park", "a bicycle repair", "a pop singer", "a bridge",
+    "a summer holiday", "a customer service call", "an earthquake", "a chemistry class", "a book club",
+    "a car factory", "a police investigation", "a yoga class", "a mountain village", "a wine harvest",
+)
+
 SPECS: dict[str, TaskSpec] = {
     "short_long": TaskSpec(
         "short_long", ("user_query", "positive_document", "hard_negative_document"),
