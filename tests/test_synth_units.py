@@ -154,7 +154,7 @@ def test_symmetric_topics_vary_sts_and_bitext_and_leave_everything_else_as_it_wa
             assert "topic" not in msgs(x) and f"Write about this topic: {y['task']}." in msgs(y)
         else:
             assert x == y
-    assert symmetric >= 16
+    assert symmetric >= 16 and len(set(SYMMETRIC_TOPICS)) == len(SYMMETRIC_TOPICS)  # no topic weighted twice
     assert len({y["task"] for y in b if y["task_type"] in ("sts", "bitext")}) >= 10
     # off, the fingerprints are what they were before the setting existed, so older folders still resume and grow
     dump = off.model_dump(mode="json")
