@@ -130,6 +130,12 @@ def test_a_grown_plan_is_the_small_plan_plus_new_rows_only():
     assert plan_family(cfg) != plan_family(cfg.model_copy(update={"languages": ["English"]}))
 
 
+def _prompt(row: dict) -> str:
+    """The user message a plan row becomes."""
+    return example_messages(row["task_type"], row["task"] or None, row["language"], json.loads(row["placeholders"]),
+                            row["src_language"] or None, row["tgt_language"] or None)[1]["content"]
+
+
 def test_symmetric_topics_vary_sts_and_bitext_and_leave_everything_else_as_it_was():
     from synthembed.synth.plan import PLAN_KEYS
     from synthembed.synth.prompts import PROMPT_VERSION
@@ -148,10 +154,7 @@ def test_symmetric_topics_vary_sts_and_bitext_and_leave_everything_else_as_it_wa
         if x["task_type"] in ("sts", "bitext"):
             symmetric += 1
             assert x["task"] == "" and y["task"] in SYMMETRIC_TOPICS and x["request_id"] != y["request_id"]
-            msgs = lambda r: example_messages(r["task_type"], r["task"] or None, r["language"],  # noqa: E731
-                                              json.loads(r["placeholders"]), r["src_language"] or None,
-                                              r["tgt_language"] or None)[1]["content"]
-            assert "topic" not in msgs(x) and f"Write about this topic: {y['task']}." in msgs(y)
+            assert "topic" not in _prompt(x) and f"Write about this topic: {y['task']}." in _prompt(y)
         else:
             assert x == y
     assert symmetric >= 16 and len(set(SYMMETRIC_TOPICS)) == len(SYMMETRIC_TOPICS)  # no topic weighted twice
