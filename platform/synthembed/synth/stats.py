@@ -1,8 +1,9 @@
 """`stats.json` and `summary.md` of a generate folder: counts per task type, language and engine,
 validity, reject reasons, tokens, engine restarts and wall time, read back from the committed parts;
 plus the unique task instructions per task type (the paper reports ~150k over its ~500k examples), how
-varied the queries are (a small generator falls into a few stock sentences) and the language check per asked language (every checked attempt: kept rows and `wrong_language` rejects; a bitext
-row counts once under each of its two languages, with its side's verdict)."""
+varied the queries are (a small generator falls into a few stock sentences) and the language check per
+asked language (every checked attempt: kept rows and `wrong_language` rejects; a bitext row counts once
+under each of its two languages, with its side's verdict)."""
 
 from __future__ import annotations
 
@@ -140,7 +141,8 @@ def query_diversity(task_types: list[str], queries: list[str]) -> dict[str, dict
     out = {}
     for t, qs in sorted(by_type.items()):
         top, count = Counter(opening(q) for q in qs).most_common(1)[0]
-        out[t] = {"unique_queries": len({normalize_text(q) for q in qs}), "top_opening": top, "top_opening_count": count}
+        out[t] = {"unique_queries": len({normalize_text(q) for q in qs}), "top_opening": top,
+                  "top_opening_count": count}
     return out
 
 
