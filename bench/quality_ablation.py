@@ -13,6 +13,9 @@ and, beside the chain, the profile's setting of `train.hard_negatives` flipped o
     hard_negatives     language + train.hard_negatives true (each row's generated hard negative as a document)
     no_hard_negatives  language + train.hard_negatives false (in-batch negatives only)
 
+One of the two is the profile's own setting, so it trains what `language` trains: that arm is not run, and
+the payload gives it `language`'s results with `same_as: language`.
+
 Each arm is the configs/cpu-quality.yaml pipeline through `ray job submit` (stages train, evaluate), with
 `<arm>/generate` a link to the one finished generation, evaluated on cpu-tiny's subsets of the three tasks
 the quality targets are set on (ablation differences, not headline scores; the headline is `make quality`
@@ -56,6 +59,20 @@ def merge(base: dict, over: dict) -> dict:
     for k, v in over.items():
         out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def same_as(arms: list[str], profile: dict) -> dict[str, str]:
+    """Arm -> an earlier arm in `arms` that trains exactly the same under `profile` (cpu-quality.yaml): with the
+    profile's hard_negatives false, `no_hard_negatives` is `language` again, ~20 min of training for nothing."""
+    seen: dict[str, str] = {}
+    dup = {}
+    for arm in arms:
+        key = json.dumps(merge(profile, ARMS[arm]), sort_keys=True)
+        if key in seen:
+            dup[arm] = seen[key]
+        else:
+            seen[key] = arm
+    return dup
 
 
 def arm_root(out: Path, arm: str, seed: int) -> Path:
@@ -161,6 +178,11 @@ def main() -> None:
     if not (generated / "manifest.json").is_file():
         raise SystemExit(f"{generated}: no finished generation; run `make quality-generate` and let it finish")
     arms = [a for a in args.arms.split(",") if a]  # --arms "": only collect the finished ones
+    duplicates = same_as(list(ARMS), yaml.safe_load((REPO / "configs" / "cpu-quality.yaml").read_text()))
+    for arm in [a for a in arms if a in duplicates]:
+        print(f"arm {arm} trains exactly what arm {duplicates[arm]} trains with configs/cpu-quality.yaml: not run; "
+              f"its results are {duplicates[arm]}'s", flush=True)
+    arms = [a for a in arms if a not in duplicates]
     if arms:
         subprocess.run([str(REPO / "scripts" / "cluster.sh"), "start"], check=True, cwd=REPO)
     for arm in arms:
@@ -174,6 +196,9 @@ def main() -> None:
             mark_trained_on(arm_root(out, arm, seed), rows)
     rows_now = input_fingerprint(generated)  # the filter below and the payload name the same rows
     results = collect_arms(out, generated, rows_now)
+    for arm, twin in duplicates.items():
+        if twin in results:
+            results[arm] = {**results[twin], "same_as": twin}
     ref = results.get("none", {}).get("tuned_over_seeds", {})
     for r in results.values():
         r["delta_vs_none"] = {t: round(v["mean"] - ref[t]["mean"], 2) for t, v in r["tuned_over_seeds"].items()

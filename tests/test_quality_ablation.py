@@ -42,6 +42,17 @@ def test_each_arm_adds_one_filter_and_reads_the_one_generation(tmp_path):
                               "hard_negatives": True, "no_hard_negatives": False}
 
 
+def test_an_arm_that_trains_what_an_earlier_one_trains_is_not_run_twice():
+    from quality_ablation import same_as
+
+    profile = yaml.safe_load((REPO / "configs" / "cpu-quality.yaml").read_text())
+    off = {**profile, "train": {**profile["train"], "hard_negatives": False}}
+    on = {**profile, "train": {**profile["train"], "hard_negatives": True}}
+    assert same_as(list(ARMS), off) == {"no_hard_negatives": "language"}
+    assert same_as(list(ARMS), on) == {"hard_negatives": "language"}
+    assert same_as(["none", "consistency", "fn_mask"], off) == {}
+
+
 def test_a_second_seed_trains_in_its_own_folder_with_that_seed(tmp_path):
     from quality_ablation import arm_root, over_seeds
 
