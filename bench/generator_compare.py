@@ -41,32 +41,37 @@ def plan_requests(cfg: GenerateConfig, n: int) -> list[dict]:
     return [request_row("example", r, cfg, 0, 0) for r in plan]
 
 
+def ask_and_check(cfg: GenerateConfig, srv: EmbeddedServer, requests: list[dict],
+                  bounds: dict) -> tuple[list[tuple[dict, dict, str]], Counter, int]:
+    """Every request to `srv`, as many in flight as the pipeline keeps (the server's slots decode them together),
+    each validated answer language-checked: ([(request, fields, verdict)], reject reasons with
+    `wrong_language` counted, output tokens)."""
+    with ThreadPoolExecutor(cfg.engine.in_flight) as pool:
+        answers = list(pool.map(lambda r: answer(cfg, srv, r, bounds), requests))
+    parsed, reasons, tokens = [], Counter(), 0
+    for r, (fields, code, n) in zip(requests, answers):
+        tokens += n
+        if fields is None:
+            reasons[code] += 1
+            continue
+        row = {**fields, "task_type": r["task_type"], "language": r["language"],
+               "src_language": r["src_language"] or None, "tgt_language": r["tgt_language"] or None}
+        verdict = check_row(row).verdict
+        if verdict == "mismatched":
+            reasons["wrong_language"] += 1
+        parsed.append((r, fields, verdict))
+    return parsed, reasons, tokens
+
+
 def run_engine(cfg: GenerateConfig, requests: list[dict], bounds: dict, log_dir: Path) -> dict:
-    reasons: Counter = Counter()
-    languages: Counter = Counter()
-    samples, tokens, valid = [], 0, 0
     with EmbeddedServer(cfg.engine, log_path=log_dir / f"{cfg.engine.model}.log", startup_timeout_s=300) as srv:
         t0 = time.perf_counter()
-        # as many requests in flight as the pipeline keeps (the server's slots decode them together)
-        with ThreadPoolExecutor(cfg.engine.in_flight) as pool:
-            answers = list(pool.map(lambda r: answer(cfg, srv, r, bounds), requests))
-        for r, (fields, code, n) in zip(requests, answers):
-            tokens += n
-            if fields is None:
-                reasons[code] += 1
-                continue
-            row = {**fields, "task_type": r["task_type"], "language": r["language"],
-                   "src_language": r["src_language"] or None, "tgt_language": r["tgt_language"] or None}
-            verdict = check_row(row).verdict
-            languages[verdict] += 1
-            if verdict == "mismatched":
-                reasons["wrong_language"] += 1
-            else:
-                valid += 1
-            if len(samples) < 3:
-                samples.append({"language": r["language"], "task_type": r["task_type"], "verdict": verdict,
-                                **{k: (v or "")[:200] for k, v in fields.items()}})
-        wall = time.perf_counter() - t0  # includes the checks above (milliseconds next to generation)
+        answered, reasons, tokens = ask_and_check(cfg, srv, requests, bounds)
+        wall = time.perf_counter() - t0  # includes the checks (milliseconds next to generation)
+    languages = Counter(verdict for _, _, verdict in answered)
+    valid = len(answered) - languages["mismatched"]
+    samples = [{"language": r["language"], "task_type": r["task_type"], "verdict": verdict,
+                **{k: (v or "")[:200] for k, v in fields.items()}} for r, fields, verdict in answered[:3]]
     parsed = sum(languages.values())
     return {
         "requests": len(requests), "valid_after_language_check": valid, "wall_s": round(wall, 1),

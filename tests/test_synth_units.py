@@ -16,7 +16,7 @@ from synthembed.synth.engines import _VllmPost, chat_payload, read_api_key, resp
 from synthembed.synth.transport import drop_nulls, settle_chat
 from synthembed.synth.parse import Rejected, parse_brainstorm, parse_json_object, validate_example
 from synthembed.synth.ledger import pending_for
-from synthembed.synth.plan import build_plan, plan_family, plan_fingerprint
+from synthembed.synth.plan import build_plan, plan_family, plan_fingerprint, request_row
 from synthembed.synth.prompts import brainstorm_messages, brainstorm_schema, example_messages, example_schema
 from synthembed.synth.schema import EXAMPLE_SCHEMA, REJECT_SCHEMA, example_id, normalize_text
 from synthembed.synth.tasks import (
@@ -130,12 +130,6 @@ def test_a_grown_plan_is_the_small_plan_plus_new_rows_only():
     assert plan_family(cfg) != plan_family(cfg.model_copy(update={"languages": ["English"]}))
 
 
-def _prompt(row: dict) -> str:
-    """The user message a plan row becomes."""
-    return example_messages(row["task_type"], row["task"] or None, row["language"], json.loads(row["placeholders"]),
-                            row["src_language"] or None, row["tgt_language"] or None)[1]["content"]
-
-
 def test_symmetric_topics_vary_sts_and_bitext_and_leave_everything_else_as_it_was():
     from synthembed.synth.plan import PLAN_KEYS
     from synthembed.synth.prompts import PROMPT_VERSION
@@ -154,7 +148,9 @@ def test_symmetric_topics_vary_sts_and_bitext_and_leave_everything_else_as_it_wa
         if x["task_type"] in ("sts", "bitext"):
             symmetric += 1
             assert x["task"] == "" and y["task"] in SYMMETRIC_TOPICS and x["request_id"] != y["request_id"]
-            assert "topic" not in _prompt(x) and f"Write about this topic: {y['task']}." in _prompt(y)
+            prompt = {k: json.loads(request_row("example", r, c, 0, 0)["messages"])[1]["content"]
+                      for k, r, c in (("off", x, off), ("on", y, on))}
+            assert "topic" not in prompt["off"] and f"Write about this topic: {y['task']}." in prompt["on"]
         else:
             assert x == y
     assert symmetric >= 16 and len(set(SYMMETRIC_TOPICS)) == len(SYMMETRIC_TOPICS)  # no topic weighted twice
