@@ -151,6 +151,10 @@ def test_symmetric_topics_vary_sts_and_bitext_and_leave_everything_else_as_it_wa
             prompt = {k: json.loads(request_row("example", r, c, 0, 0)["messages"])[1]["content"]
                       for k, r, c in (("off", x, off), ("on", y, on))}
             assert "topic" not in prompt["off"] and f"Write about this topic: {y['task']}." in prompt["on"]
+            # the English topic must not pull the texts into English: the line restates the row's languages
+            wanted = (f"write S1 in {y['src_language']} and S2 and S3 in {y['tgt_language']}."
+                      if y["task_type"] == "bitext" else f"write all three in {y['language']}.")
+            assert wanted in prompt["on"] and wanted not in prompt["off"]
         else:
             assert x == y
     assert symmetric >= 16 and len(set(SYMMETRIC_TOPICS)) == len(SYMMETRIC_TOPICS)  # no topic weighted twice

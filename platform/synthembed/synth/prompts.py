@@ -16,7 +16,8 @@ from typing import Any
 
 from synthembed.synth.tasks import SPECS, field_roles
 
-PROMPT_VERSION = "v2"  # v2: hard negatives asked for the positive's length (no length shortcut)
+PROMPT_VERSION = "v3"  # v2: hard negatives asked for the positive's length (no length shortcut);
+# v3: a symmetric row's topic line says the topic does not set the language
 
 SYSTEM_PROMPT = (
     "You create training data for text embedding models. You always answer with one JSON object and nothing else."
@@ -62,8 +63,13 @@ def example_messages(task_type: str, task: str | None, language: str, placeholde
     body = spec.prompt.format(**placeholders, task=task, language=language, src_language=src_language,
                               tgt_language=tgt_language, keys=_keys_line(spec.fields))
     if task and spec.brainstorm is None:
-        # a symmetric type has no task definition; what it gets is a topic (generate.symmetric_topics)
-        body += f"\nWrite about this topic: {task}."
+        # A symmetric type has no task definition; what it gets is a topic (generate.symmetric_topics). The
+        # topics are English, and without the second sentence Qwen2.5-Coder-1.5B wrote a third of the bitext
+        # sources in English (38 of 121 rows of the quality plan, against 20 of 122 without topics).
+        languages = (f"S1 in {src_language} and S2 and S3 in {tgt_language}" if task_type == "bitext"
+                     else f"all three in {language}")
+        body += (f"\nWrite about this topic: {task}. The topic is given in English only to name a subject: "
+                 f"write {languages}.")
     user = body + "\nAnswer with the JSON object only, with no other text. Be creative!"
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
