@@ -9,7 +9,8 @@ one machine kind comes with and without AMX, and the stage times differ by 2-4x 
 
 `--note=TEXT` adds a note on these runs. `--keep` keeps the runs already in bench/results/demo.json
 (their folders may be gone) and adds these. The speed-ups compare the first and the last run named on
-this command line (`--against=LABEL` puts a kept run first): name two runs of one machine.
+this command line (`--against=LABEL` puts a kept run first): name two runs of one machine. A run added
+alone with `--keep` leaves the kept comparison in place.
 """
 
 from __future__ import annotations
@@ -47,17 +48,20 @@ def run_record(root: Path, log: Path | None) -> dict:
     return rec
 
 
-def previous_runs() -> tuple[dict, list[str]]:
-    """The runs and notes of the committed demo.json, each run with the machine it ran on (older files
-    recorded it once for all)."""
+COMPARISON_KEYS = ("speedup_pipeline", "speedup_per_stage", "compared")
+
+
+def previous_runs() -> tuple[dict, list[str], dict]:
+    """The runs, notes and comparison of the committed demo.json, each run with the machine it ran on (older
+    files recorded it once for all)."""
     path = RESULTS / "demo.json"
     if not path.is_file():
-        return {}, []
+        return {}, [], {}
     old = json.loads(path.read_text())
     runs = {label: {"machine": {"cpu": old.get("machine", {}).get("cpu")}, **rec}
             for label, rec in old.get("runs", {}).items()}
     notes = old.get("notes") or ([old["note"]] if "note" in old else [])
-    return runs, notes
+    return runs, notes, {k: old[k] for k in COMPARISON_KEYS if k in old}
 
 
 def main() -> None:
@@ -66,7 +70,7 @@ def main() -> None:
     new_notes = [a.split("=", 1)[1] for a in args if a.startswith("--note=")]
     against = [a.split("=", 1)[1] for a in args if a.startswith("--against=")]
     args = [a for a in args if a != "--keep" and not a.startswith(("--note=", "--against="))]
-    runs, notes = previous_runs() if keep else ({}, [])
+    runs, notes, comparison = previous_runs() if keep else ({}, [], {})
     notes = notes + new_notes
     labels = list(against)
     for arg in args:
@@ -81,7 +85,9 @@ def main() -> None:
         payload["speedup_pipeline"] = round(a["pipeline_seconds"] / b["pipeline_seconds"], 2)
         payload["speedup_per_stage"] = {k: round(a["stage_seconds"][k] / v, 2) for k, v in b["stage_seconds"].items()
                                         if isinstance(v, (int, float)) and isinstance(a["stage_seconds"].get(k), (int, float)) and v}
-    payload["compared"] = labels[:1] + labels[-1:] if len(labels) >= 2 else []
+        payload["compared"] = labels[:1] + labels[-1:]
+    else:  # a run added on its own (another machine, say) leaves the kept comparison as it was
+        payload.update(comparison)
     payload["command"] = "python bench/demo_times.py " + " ".join(sys.argv[1:])
     print(f"wrote {write_result('demo', payload)}")
 
