@@ -13,6 +13,10 @@ and, beside the chain, the profile's setting of `train.hard_negatives` flipped o
     hard_negatives     language + train.hard_negatives true (each row's generated hard negative as a document)
     no_hard_negatives  language + train.hard_negatives false (in-batch negatives only)
 
+and one more beside the chain:
+
+    same_task          language + train.same_task_batches true (each batch drawn from one task type)
+
 One of the two is the profile's own setting, so it trains what `language` trains: that arm is not run, and
 the payload gives it `language`'s results with `same_as: language`.
 
@@ -51,6 +55,7 @@ ARMS = {
     "fn_mask": {"language_filter": True, "consistency": {"enabled": True}, "train": {"false_negative_margin": 0.1}},
     "hard_negatives": {"language_filter": True, "train": {"hard_negatives": True}},
     "no_hard_negatives": {"language_filter": True, "train": {"hard_negatives": False}},
+    "same_task": {"language_filter": True, "train": {"same_task_batches": True}},
 }
 
 

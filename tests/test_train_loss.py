@@ -91,6 +91,26 @@ def test_mixing_ratios_and_deterministic_plan(tmp_path):
         mix_sources([DataSource(path=str(bad))])
 
 
+def test_same_task_batches_keep_one_type_per_whole_batch():
+    # 23 sts, 17 bitext, 6 short_long examples, batch 5: 4 + 3 whole batches of one type per epoch, then the
+    # 3 + 2 + 6 leftovers pool into 2 mixed batches: floor(46 / 5) = 9 batches, as without groups
+    groups = ["sts"] * 23 + ["bitext"] * 17 + ["short_long"] * 6
+    plan = BatchPlan(len(groups), batch_size=5, epochs=2, seed=7, groups=groups)
+    assert plan.steps_per_epoch == 9 and plan.total_steps == 18
+    for epoch in range(2):
+        batches = [plan.indices(epoch * 9 + i) for i in range(9)]
+        kinds = [{groups[i] for i in b} for b in batches]
+        pure = [k for k in kinds if len(k) == 1]
+        assert sorted(next(iter(k)) for k in pure).count("sts") >= 4 and len(pure) >= 7
+        used = [i for b in batches for i in b]
+        assert len(used) == len(set(used)) == 45  # no example twice in an epoch, one left over
+    assert plan.indices(3) != plan.indices(12)  # each epoch reshuffles
+    assert plan.indices(5, 0, 5) + plan.indices(5, 1, 5) == plan.indices(5)[:2]
+    assert BatchPlan(46, 5, 2, 7, groups=groups).indices(11) == plan.indices(11)  # resumable: a function of the step
+    mixed = BatchPlan(46, 5, 2, 7)
+    assert sum(len({groups[i] for i in mixed.indices(s)}) == 1 for s in range(9)) < 7  # without groups: mixed
+
+
 def _tiny_config(**kw) -> TrainConfig:
     base = dict(
         model={"source": "tiny-llama", "max_length": 48},

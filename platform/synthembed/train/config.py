@@ -56,6 +56,12 @@ class TrainConfig(StrictModel):
     micro_batch_size: int | None = Field(
         8, ge=1, description="texts per forward pass when chunk_size is None (GPUs: 32-128); None = one pass"
     )
+    # A batch mixing six task types and ten languages offers mostly negatives a model tells apart by format or
+    # script alone; a batch of one task type makes its in-batch negatives the rows it must really tell apart
+    # (sentence-transformers' multi-dataset round robin, Nomic Embed's one-source batches).
+    same_task_batches: bool = Field(
+        False, description="fill each global batch from one task_type (the leftover of each type fills mixed batches)"
+    )
 
     # optimisation (paper: lr 1e-4, 100 warm-up steps of ~880 then linear decay, weight decay 0.1, 1 epoch)
     lr: float = Field(1e-4, gt=0)

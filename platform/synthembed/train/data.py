@@ -83,12 +83,15 @@ class Examples:
     query: list[str]
     positive: list[str]
     hard_negative: list[str | None]
+    task_type: list[str | None] | None = None  # for BatchPlan's same-task batches; None where no source has it
 
     def __len__(self) -> int:
         return len(self.query)
 
     def take(self, idx: Sequence[int]) -> "Examples":
-        return Examples(*([col[i] for i in idx] for col in (self.instruction, self.query, self.positive, self.hard_negative)))
+        task_type = None if self.task_type is None else [self.task_type[i] for i in idx]
+        return Examples(*([col[i] for i in idx] for col in (self.instruction, self.query, self.positive, self.hard_negative)),
+                        task_type=task_type)
 
 
 def mixed_size(n_rows: int, ratio: float) -> int:
@@ -122,6 +125,7 @@ def mix_sources(sources: Sequence[DataSource], seed: int = 0) -> Examples:
         query=table.column("query").to_pylist(),
         positive=table.column("positive").to_pylist(),
         hard_negative=[h if h else None for h in table.column("hard_negative").to_pylist()],
+        task_type=table.column("task_type").to_pylist(),
     )
 
 
@@ -130,19 +134,47 @@ class BatchPlan:
 
     Epoch e is a permutation of all examples seeded by (seed, e); a global batch never spans two
     epochs (the tail of an epoch that does not fill a batch is dropped).
+
+    With `groups` (one label per example, e.g. its task_type) each group's permuted examples are cut into
+    whole batches first; the groups' leftovers, pooled and shuffled, fill mixed batches; then the
+    batches are shuffled. Every whole batch of a group stays one group, and since the leftovers are pooled
+    before cutting, an epoch has floor(n / batch_size) batches either way: schedules and resumption are
+    unchanged.
     """
 
-    def __init__(self, n_examples: int, batch_size: int, epochs: float, seed: int, max_steps: int | None = None):
+    def __init__(self, n_examples: int, batch_size: int, epochs: float, seed: int, max_steps: int | None = None,
+                 groups: Sequence[str | None] | None = None):
         if n_examples < batch_size:
             raise ValueError(f"train.batch_size={batch_size} but the mixed data has only {n_examples} examples")
+        if groups is not None and len(groups) != n_examples:
+            raise ValueError(f"BatchPlan: {len(groups)} group labels for {n_examples} examples")
         self.n, self.batch_size, self.seed = n_examples, batch_size, seed
+        self.groups = None if groups is None else np.array([str(g) for g in groups])
         self.steps_per_epoch, self.total_steps = count_steps(n_examples, batch_size, epochs, max_steps)
         self._perm: dict[int, np.ndarray] = {}
 
     def _permutation(self, epoch: int) -> np.ndarray:
         if epoch not in self._perm:
-            self._perm = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n)}
+            rng = np.random.default_rng([self.seed, epoch])
+            perm = rng.permutation(self.n)
+            if self.groups is not None:
+                perm = self._grouped(perm, rng)
+            self._perm = {epoch: perm}
         return self._perm[epoch]
+
+    def _grouped(self, perm: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        b = self.batch_size
+        labels = self.groups[perm]
+        batches, leftover = [], []
+        for label in sorted(set(labels)):
+            members = perm[labels == label]  # in permutation order
+            whole = len(members) // b * b
+            batches += list(members[:whole].reshape(-1, b))
+            leftover.append(members[whole:])
+        rest = rng.permutation(np.concatenate(leftover))
+        batches += list(rest[: len(rest) // b * b].reshape(-1, b))
+        order = rng.permutation(len(batches))
+        return np.concatenate([batches[i] for i in order] + [rest[len(rest) // b * b:]])
 
     def indices(self, step: int, rank: int = 0, world_size: int = 1) -> list[int]:
         epoch, pos = divmod(step, self.steps_per_epoch)
@@ -190,9 +222,9 @@ class ContrastiveCollator:
         )
 
 
-def data_fingerprint(sources: Sequence[DataSource], n_examples: int, seed: int) -> str:
-    """Identifies the mixed data; a resumed run refuses a checkpoint made with different data."""
-    parts = [f"{seed}:{n_examples}"]
+def data_fingerprint(sources: Sequence[DataSource], n_examples: int, seed: int, same_task_batches: bool = False) -> str:
+    """Identifies the mixed data and its batch order; a resumed run refuses a checkpoint made with other data."""
+    parts = [f"{seed}:{n_examples}"] + (["same_task_batches"] if same_task_batches else [])
     for s in sources:
         for f in source_files(s):
             st = f.stat()

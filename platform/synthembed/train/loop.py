@@ -156,9 +156,10 @@ def train_loop_per_worker(loop_config: dict, session=None) -> None:
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr
     )
     examples = mix_sources(config.data, seed=config.seed)
-    plan = BatchPlan(len(examples), config.batch_size, config.epochs, config.seed, config.max_steps)
+    plan = BatchPlan(len(examples), config.batch_size, config.epochs, config.seed, config.max_steps,
+                     groups=examples.task_type if config.same_task_batches else None)
     scheduler = make_scheduler(optimizer, warmup_of(config, plan.total_steps), plan.total_steps)
-    fingerprint = data_fingerprint(config.data, len(examples), config.seed)
+    fingerprint = data_fingerprint(config.data, len(examples), config.seed, config.same_task_batches)
 
     start, curve, restarts = 0, [], 0
     checkpoint = session.latest_checkpoint()
