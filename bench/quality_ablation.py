@@ -28,7 +28,7 @@ The base model's scores are the same for every arm (its embeddings are cached af
 
     .venv/bin/python bench/quality_ablation.py [outputs/quality/generate] [--arms a,b] [--seeds 0,1] [--epochs N]
 
-Writes bench/results/quality_ablation.json: per arm the training rows, steps, final loss and per-task
+Writes bench/results/quality_ablation.json (or `--result NAME`): per arm the training rows, steps, final loss and per-task
 tuned scores, per seed and over seeds (mean, min, max), with the mean's delta over `none`. At ~130 rows
 and ~24 steps one seed's score moves by tens of points: compare arms over seeds, never one run each.
 """
@@ -172,6 +172,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "outputs" / "quality-ablation"))
     ap.add_argument("--epochs", type=int, default=None, help="override train.epochs (default: the profile's)")
     ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--result", default="quality_ablation", help="bench/results/<name>.json to write: the payload "
+                    "holds only the arms trained on the rows the folder holds now, so a few arms on new rows would "
+                    "replace a committed chain")
     ap.add_argument("--seeds", default="0", help="train.seed values per arm, e.g. 0,1,2: the spread of one "
                     "arm over seeds is the noise any difference between arms has to beat")
     args = ap.parse_args()
@@ -214,7 +217,7 @@ def main() -> None:
                "delta_definition": "mean over the arm's seeds minus the mean over none's seeds",
                "epochs": args.epochs}
     print(json.dumps({a: r["tuned_over_seeds"] for a, r in results.items()}, indent=1))
-    print(f"wrote {write_result('quality_ablation', payload)}")
+    print(f"wrote {write_result(args.result, payload)}")
 
 
 if __name__ == "__main__":

@@ -21,8 +21,9 @@ def test_each_arm_adds_one_filter_and_reads_the_one_generation(tmp_path):
     want = {"none": ["decontaminate"], "language": ["language", "decontaminate"],
             "consistency": ["language", "decontaminate", "consistency"],
             "fn_mask": ["language", "decontaminate", "consistency"],
-            "hard_negatives": ["language", "decontaminate"], "no_hard_negatives": ["language", "decontaminate"]}
-    margins, hard_negatives = {}, {}
+            "hard_negatives": ["language", "decontaminate"], "no_hard_negatives": ["language", "decontaminate"],
+            "same_task": ["language", "decontaminate"]}
+    margins, hard_negatives, same_task = {}, {}, {}
     for arm in ARMS:
         root = tmp_path / "ablation" / arm
         config = PipelineConfig.model_validate(yaml.safe_load(arm_profile(arm, root, generated, None).read_text()))
@@ -35,11 +36,13 @@ def test_each_arm_adds_one_filter_and_reads_the_one_generation(tmp_path):
         assert [d.path for d in wired.train.data[1:]] == []  # the quality profile's own data entry is dropped
         margins[arm] = config.train.false_negative_margin
         hard_negatives[arm] = config.train.hard_negatives
+        same_task[arm] = config.train.same_task_batches
     assert margins == {"none": None, "language": None, "consistency": None, "fn_mask": 0.1,
-                       "hard_negatives": None, "no_hard_negatives": None}
+                       "hard_negatives": None, "no_hard_negatives": None, "same_task": None}
     profile = yaml.safe_load((REPO / "configs" / "cpu-quality.yaml").read_text())["train"]["hard_negatives"]
-    assert hard_negatives == {**{a: profile for a in ("none", "language", "consistency", "fn_mask")},
+    assert hard_negatives == {**{a: profile for a in ("none", "language", "consistency", "fn_mask", "same_task")},
                               "hard_negatives": True, "no_hard_negatives": False}
+    assert [a for a, on in same_task.items() if on] == ["same_task"]
 
 
 def test_an_arm_that_trains_what_an_earlier_one_trains_is_not_run_twice():
