@@ -60,7 +60,8 @@ class TrainConfig(StrictModel):
     # script alone; a batch of one task type makes its in-batch negatives the rows it must really tell apart
     # (sentence-transformers' multi-dataset round robin, Nomic Embed's one-source batches).
     same_task_batches: bool = Field(
-        False, description="fill each global batch from one task_type (the leftover of each type fills mixed batches)"
+        False, description="fill each global batch from one task_type (the leftover of each type fills mixed batches; "
+        "rows without a task_type form one group)"
     )
 
     # optimisation (paper: lr 1e-4, 100 warm-up steps of ~880 then linear decay, weight decay 0.1, 1 epoch)

@@ -83,7 +83,7 @@ class Examples:
     query: list[str]
     positive: list[str]
     hard_negative: list[str | None]
-    task_type: list[str | None] | None = None  # for BatchPlan's same-task batches; None where no source has it
+    task_type: list[str | None] | None = None  # for BatchPlan's same-task batches; mix_sources always fills it
 
     def __len__(self) -> int:
         return len(self.query)
