@@ -76,6 +76,44 @@ def test_an_upstream_change_changes_the_downstream_fingerprint(tmp_path):
     assert stage.input_fingerprint(labeled) != (labeled.write_bytes(b"version 2") and stage.input_fingerprint(labeled))
 
 
+def test_new_mtimes_on_the_same_evaluation_files_do_not_rerun_decontamination(tmp_path, monkeypatch):
+    """A fresh clone, a copy or a re-download gives the same files new mtimes; the stages downstream (a
+    training of hours) must not re-run for that, and must re-run when a byte changes."""
+    import shutil
+
+    from synthembed.evaluate.config import EvalTask
+    from synthembed.synth.decontaminate import DecontaminateConfig
+    from synthembed.synth.decontaminate_stage import stage_folder
+
+    monkeypatch.setenv("SYNTHEMBED_CACHE", str(tmp_path / "cache"))
+    generated = tmp_path / "generate"
+    StageFolder(generated, "generate", "plan-1").begin().finish({})
+    evalset = tmp_path / "stsb"
+    evalset.mkdir()
+    (evalset / "sts-test.tsv").write_text("a cat sits\ta cat sat\t4.0\n")
+    fp = lambda task_path: stage_folder(generated, tmp_path / "out", [EvalTask(path=str(task_path))],  # noqa: E731
+                                        DecontaminateConfig()).fingerprint
+    before = fp(evalset)
+    os.utime(evalset / "sts-test.tsv", (1, 1))
+    assert fp(evalset) == before, "a new mtime on the same bytes re-ran decontamination (and the training after it)"
+    copy = tmp_path / "copy"
+    shutil.copytree(evalset, copy)  # new inode and mtime; same name inside, same bytes
+    assert stage.files_fingerprint(copy) == stage.files_fingerprint(evalset)
+    (evalset / "sts-test.tsv").write_text("a dog sits\ta cat sat\t4.0\n")  # one word changed
+    assert fp(evalset) != before
+
+
+def test_file_fingerprints_work_without_a_writable_cache(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    monkeypatch.setenv("SYNTHEMBED_CACHE", str(blocker / "cache"))  # mkdir fails: no memo
+    f = tmp_path / "data.txt"
+    f.write_text("one")
+    first = stage.files_fingerprint(f)
+    f.write_text("two")
+    assert stage.files_fingerprint(f) != first
+
+
 @pytest.mark.slow
 def test_evaluating_model_b_into_model_as_folder_never_reports_as_scores(tmp_path, shared_data):
     from synthembed.evaluate import EvaluateConfig, run

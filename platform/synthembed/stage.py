@@ -45,19 +45,73 @@ def fingerprint(*parts: Any, n: int = 20) -> str:
 
 
 def files_fingerprint(path: str | Path) -> str:
-    """Hash of the names, sizes and mtimes of the files under `path` (or of the one file `path` is).
+    """Hash of the names, sizes and contents of the files under `path` (or of the one file `path` is).
 
-    Cheap, and it changes when weights or data are rewritten; inputs without a manifest (a model folder, a
-    labeled dataset) and the embedding cache's model fingerprint are keyed by it.
+    Inputs without a manifest (a model folder, a labeled dataset, the evaluation sets decontamination checks
+    against) and the embedding cache's model fingerprint are keyed by it. Contents, not mtimes: a copy, a
+    fresh clone or a re-download of the same files (new mtimes) must not re-run a finished stage downstream
+    (a decontamination pass re-run on new mtimes of the evaluation sets re-ran a 22-minute training).
     """
     root = Path(path)
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
     h = hashlib.sha256()
-    for p in files:
-        st = p.stat()
-        name = p.name if p == root else p.relative_to(root)
-        h.update(f"{name}:{st.st_size}:{int(st.st_mtime)}\n".encode())
+    with _DigestMemo() as memo:
+        for p in files:
+            name = p.name if p == root else p.relative_to(root)
+            h.update(f"{name}:{p.stat().st_size}:{memo.digest(p)}\n".encode())
     return h.hexdigest()
+
+
+class _DigestMemo:
+    """sha256 of files' bytes, remembered per (path, size, mtime, inode) in `$SYNTHEMBED_CACHE/file-digests.sqlite`.
+
+    Hand-written because hashing a 7B model's 15 GB on every fingerprint costs ~10 s: the memo makes a repeat
+    free, and a changed mtime costs one re-hash, never a wrong answer. A missing, read-only or locked memo
+    only means hashing every time.
+    """
+
+    def __enter__(self) -> "_DigestMemo":
+        import sqlite3
+
+        from synthembed.packaged import cache_dir
+
+        try:
+            cache_dir().mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(cache_dir() / "file-digests.sqlite", timeout=30)
+            self.db.execute("CREATE TABLE IF NOT EXISTS digest (path TEXT PRIMARY KEY, size INT, mtime_ns INT, "
+                            "inode INT, sha256 TEXT)")
+        except (OSError, sqlite3.Error) as err:
+            log.debug("file digest memo unavailable: %s", err)
+            self.db = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.db is not None:
+            self.db.close()
+
+    def digest(self, path: Path) -> str:
+        import sqlite3
+
+        path = Path(path).resolve()
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+        try:
+            if self.db is not None:
+                row = self.db.execute("SELECT sha256 FROM digest WHERE path=? AND size=? AND mtime_ns=? AND inode=?",
+                                      key).fetchone()
+                if row:
+                    return row[0]
+        except sqlite3.Error as err:
+            log.debug("file digest memo unreadable: %s", err)
+        with path.open("rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        try:
+            if self.db is not None:
+                with self.db:
+                    self.db.execute("INSERT OR REPLACE INTO digest VALUES (?, ?, ?, ?, ?)", (*key, digest))
+        except sqlite3.Error as err:
+            log.debug("file digest memo not written: %s", err)
+        return digest
 
 
 def input_fingerprint(folder: str | Path) -> str:
