@@ -6,8 +6,9 @@ one cached vector serves both the normalised and the un-normalised protocol.
 
     key = sha256(fingerprint + "\\0" + input)      # input = the exact string the model reads
 
-The fingerprint covers everything that changes an embedding: weight files (name, size, mtime), the
-adapter's files, pooling-relevant settings (max_length, dtype). SQLite gives atomic writes and lets several
+The fingerprint covers everything that changes an embedding: weight files (names, sizes, contents: a
+copied or re-downloaded model keeps its vectors), the adapter's files, pooling-relevant settings (max_length,
+dtype). SQLite gives atomic writes and lets several
 processes share the file.
 """
 
