@@ -27,6 +27,7 @@ on the full sets).
 The base model's scores are the same for every arm (its embeddings are cached after the first).
 
     .venv/bin/python bench/quality_ablation.py [outputs/quality/generate] [--arms a,b] [--seeds 0,1] [--epochs N]
+        [--set train.compile=false ...]   # applied to every arm, recorded in the payload
 
 Writes bench/results/quality_ablation.json (or `--result NAME`): per arm the training rows, steps, final loss and per-task
 tuned scores, per seed and over seeds (mean, min, max), with the mean's delta over `none`. At ~130 rows
@@ -85,7 +86,8 @@ def arm_root(out: Path, arm: str, seed: int) -> Path:
     return out / (arm if seed == 0 else f"{arm}-seed{seed}")
 
 
-def arm_profile(arm: str, root: Path, generated: Path, epochs: int | None, seed: int = 0) -> Path:
+def arm_profile(arm: str, root: Path, generated: Path, epochs: int | None, seed: int = 0,
+                sets: list[str] | None = None) -> Path:
     quality = yaml.safe_load((REPO / "configs" / "cpu-quality.yaml").read_text())
     # cpu-tiny's subsets of the tasks the quality targets are set on (STSb, STSb-multi, Tatoeba): the arms
     # differ in training data only, and these three move with it; SciFact and Banking77 are in quality.json
@@ -98,6 +100,10 @@ def arm_profile(arm: str, root: Path, generated: Path, epochs: int | None, seed:
     if seed:  # the training data order and LoRA init; the rows and the filters stay the arm's
         over = merge(over, {"train": {"seed": seed}})
     profile = merge(quality, over)
+    if sets:
+        from synthembed.config import apply_overrides
+
+        profile = apply_overrides(profile, sets)
     root.mkdir(parents=True, exist_ok=True)
     link = root / "generate"
     if not link.exists():
@@ -129,7 +135,8 @@ TRAINED_ON = "generated_fingerprint"
 
 
 def mark_trained_on(root: Path, rows: str) -> None:
-    """Record which rows (the generation's fingerprint) a finished arm trained on: the folder grows."""
+    """Record which rows (the generation's fingerprint) and overrides (--epochs, --set) a finished arm trained
+    with: the folder grows, and arms of one payload must share their training length."""
     from synthembed.stage import write_text
 
     write_text(root / TRAINED_ON, rows + "\n")
@@ -148,7 +155,8 @@ def collect_arms(out: Path, generated: Path, rows: str) -> dict:
                 continue
             mark = root / TRAINED_ON
             if not mark.is_file() or mark.read_text().strip() != rows:
-                print(f"left out {root}: trained on other rows than {generated} holds now; rerun it with --arms {arm}")
+                print(f"left out {root}: trained on other rows than {generated} holds now, or with other "
+                      f"--epochs/--set; rerun it with --arms {arm}")
                 continue
             runs[seed] = arm_result(root)
         if runs:
@@ -172,6 +180,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "outputs" / "quality-ablation"))
     ap.add_argument("--epochs", type=int, default=None, help="override train.epochs (default: the profile's)")
     ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a profile override for every arm (train.compile=false: a 1-epoch arm of ~60 steps "
+                    "runs faster eager than it compiles)")
     ap.add_argument("--result", default="quality_ablation", help="bench/results/<name>.json to write: the payload "
                     "holds only the arms trained on the rows the folder holds now, so a few arms on new rows would "
                     "replace a committed chain")
@@ -181,6 +192,7 @@ def main() -> None:
     from synthembed.stage import input_fingerprint
 
     seeds = [int(x) for x in args.seeds.split(",")]
+    settings = json.dumps({"epochs": args.epochs, "sets": args.sets}, sort_keys=True)
     out = Path(args.out).resolve()
     generated = Path(args.generated).resolve()
     if not (generated / "manifest.json").is_file():
@@ -195,15 +207,15 @@ def main() -> None:
         subprocess.run([str(REPO / "scripts" / "cluster.sh"), "start"], check=True, cwd=REPO)
     for arm in arms:
         for seed in seeds:
-            profile = arm_profile(arm, arm_root(out, arm, seed), generated, args.epochs, seed)
-            rows = input_fingerprint(generated)  # what this arm reads when it starts
+            profile = arm_profile(arm, arm_root(out, arm, seed), generated, args.epochs, seed, args.sets)
+            rows = f"{input_fingerprint(generated)} {settings}"  # what this arm reads when it starts, and how
             print(f"== arm {arm}, seed {seed}: {profile}", flush=True)
             subprocess.run([str(REPO / "scripts" / "cluster.sh"), "submit", "--submission-id",
                             f"ablation-{arm}-{seed}-{os.getpid()}", "--", "python", "jobs/pipeline.py", "--config",
                             str(profile)], check=True, cwd=REPO)
             mark_trained_on(arm_root(out, arm, seed), rows)
     rows_now = input_fingerprint(generated)  # the filter below and the payload name the same rows
-    results = collect_arms(out, generated, rows_now)
+    results = collect_arms(out, generated, f"{rows_now} {settings}")
     for arm, twin in duplicates.items():
         if twin in results:
             results[arm] = {**results[twin], "same_as": twin}
@@ -215,7 +227,7 @@ def main() -> None:
                "arm_settings": {a: ARMS[a] for a in results},
                "evaluation": "cpu-tiny's subsets (configs/cpu-tiny.yaml evaluate.tasks) of STSb, STSb-multi, Tatoeba",
                "delta_definition": "mean over the arm's seeds minus the mean over none's seeds",
-               "epochs": args.epochs}
+               "epochs": args.epochs, "overrides": args.sets}
     print(json.dumps({a: r["tuned_over_seeds"] for a, r in results.items()}, indent=1))
     print(f"wrote {write_result(args.result, payload)}")
 

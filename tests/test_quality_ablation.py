@@ -115,3 +115,13 @@ def test_arms_trained_on_an_earlier_state_of_the_rows_are_left_out(tmp_path, cap
     assert results["none"]["tuned_over_seeds"]["STSBenchmark"]["by_seed"] == {0: 60.0, 1: 70.0}
     said = capsys.readouterr().out
     assert "left out" in said and "--arms language" in said and "--arms consistency" in said
+
+
+def test_a_set_override_reaches_every_arm_profile(tmp_path):
+    generated = tmp_path / "generate"
+    generated.mkdir()
+    for arm in ("none", "fn_mask"):
+        profile = arm_profile(arm, tmp_path / arm, generated, 1, sets=["train.compile=false"])
+        config = PipelineConfig.model_validate(yaml.safe_load(profile.read_text()))
+        assert config.train.compile is False and config.train.epochs == 1
+    assert config.train.false_negative_margin == 0.1, "the override replaced the arm's own setting"
