@@ -37,7 +37,7 @@ quality-generate: setup-quality
 	  python jobs/pipeline.py --config configs/cpu-quality.yaml --set 'stages=[generate]'
 quality: setup-quality
 	PROFILE=configs/cpu-quality.yaml SUMMARY=outputs/quality/summary.json ./scripts/demo.sh
-	$(PY) bench/quality_ablation.py outputs/quality/generate
+	$(PY) bench/quality_ablation.py outputs/quality/generate --arms none,language,consistency,fn_mask --epochs 1 --set train.compile=false
 	$(PY) bench/quality.py outputs/quality
 
 # Local cluster: start a head on this machine, submit the pipeline, follow a job, stop.

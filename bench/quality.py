@@ -123,7 +123,8 @@ def _ablation(generated: Path, path: Path = REPO / "bench" / "results" / "qualit
     ablation = json.loads(path.read_text())
     # the same rows, not just the same folder name: a folder's rows change as it grows or is regenerated
     same = ablation.get("generated_fingerprint") == input_fingerprint(generated)
-    return {k: ablation[k] for k in ("arms", "arm_settings", "evaluation", "epochs")} if same else None
+    keys = ("arms", "arm_settings", "evaluation", "epochs", "overrides")
+    return {k: ablation[k] for k in keys if k in ablation} if same else None
 
 
 def main() -> None:
