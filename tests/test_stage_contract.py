@@ -103,6 +103,24 @@ def test_new_mtimes_on_the_same_evaluation_files_do_not_rerun_decontamination(tm
     assert fp(evalset) != before
 
 
+def test_a_file_is_hashed_once_until_its_mtime_changes(tmp_path, monkeypatch):
+    import hashlib
+
+    monkeypatch.setenv("SYNTHEMBED_CACHE", str(tmp_path / "cache"))
+    reads = []
+    real = hashlib.file_digest
+    monkeypatch.setattr(hashlib, "file_digest", lambda f, algo: reads.append(f.name) or real(f, algo))
+    weights = tmp_path / "model"
+    weights.mkdir()
+    (weights / "a.bin").write_bytes(b"a" * 1000)
+    (weights / "b.bin").write_bytes(b"b" * 1000)
+    first = stage.files_fingerprint(weights)
+    assert len(reads) == 2
+    assert stage.files_fingerprint(weights) == first and len(reads) == 2, "the memo was not used"
+    os.utime(weights / "a.bin", (5, 5))
+    assert stage.files_fingerprint(weights) == first and len(reads) == 3, "a new mtime is re-hashed, once"
+
+
 def test_file_fingerprints_work_without_a_writable_cache(tmp_path, monkeypatch):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
