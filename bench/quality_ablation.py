@@ -208,14 +208,14 @@ def main() -> None:
     for arm in arms:
         for seed in seeds:
             profile = arm_profile(arm, arm_root(out, arm, seed), generated, args.epochs, seed, args.sets)
-            rows = f"{input_fingerprint(generated)} {settings}"  # what this arm reads when it starts, and how
+            trained_on = f"{input_fingerprint(generated)} {settings}"  # the rows this arm reads now, and how
             print(f"== arm {arm}, seed {seed}: {profile}", flush=True)
             subprocess.run([str(REPO / "scripts" / "cluster.sh"), "submit", "--submission-id",
                             f"ablation-{arm}-{seed}-{os.getpid()}", "--", "python", "jobs/pipeline.py", "--config",
                             str(profile)], check=True, cwd=REPO)
-            mark_trained_on(arm_root(out, arm, seed), rows)
+            mark_trained_on(arm_root(out, arm, seed), trained_on)
     rows_now = input_fingerprint(generated)  # the filter below and the payload name the same rows
-    results = collect_arms(out, generated, f"{rows_now} {settings}")
+    results = collect_arms(out, generated, f"{rows_now} {settings}")  # the same key as each arm's marker
     for arm, twin in duplicates.items():
         if twin in results:
             results[arm] = {**results[twin], "same_as": twin}

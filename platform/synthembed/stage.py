@@ -28,10 +28,13 @@ import hashlib
 import json
 import logging
 import os
+import sqlite3
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from synthembed.packaged import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +74,6 @@ class _DigestMemo:
     """
 
     def __enter__(self) -> "_DigestMemo":
-        import sqlite3
-
-        from synthembed.packaged import cache_dir
-
         try:
             cache_dir().mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(cache_dir() / "file-digests.sqlite", timeout=30)
@@ -90,8 +89,6 @@ class _DigestMemo:
             self.db.close()
 
     def digest(self, path: Path) -> str:
-        import sqlite3
-
         path = Path(path).resolve()
         st = path.stat()
         key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
