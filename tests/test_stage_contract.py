@@ -104,12 +104,10 @@ def test_new_mtimes_on_the_same_evaluation_files_do_not_rerun_decontamination(tm
 
 
 def test_a_file_is_hashed_once_until_its_mtime_changes(tmp_path, monkeypatch):
-    import hashlib
-
     monkeypatch.setenv("SYNTHEMBED_CACHE", str(tmp_path / "cache"))
     reads = []
-    real = hashlib.file_digest
-    monkeypatch.setattr(hashlib, "file_digest", lambda f, algo: reads.append(f.name) or real(f, algo))
+    real = stage.sha256_of_file
+    monkeypatch.setattr(stage, "sha256_of_file", lambda path: reads.append(path) or real(path))
     weights = tmp_path / "model"
     weights.mkdir()
     (weights / "a.bin").write_bytes(b"a" * 1000)

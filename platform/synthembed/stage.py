@@ -100,8 +100,7 @@ class _DigestMemo:
                     return row[0]
         except sqlite3.Error as err:
             log.debug("file digest memo unreadable: %s", err)
-        with path.open("rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        digest = sha256_of_file(path)
         try:
             if self.db is not None:
                 with self.db:
@@ -109,6 +108,15 @@ class _DigestMemo:
         except sqlite3.Error as err:
             log.debug("file digest memo not written: %s", err)
         return digest
+
+
+def sha256_of_file(path: Path) -> str:
+    # hashlib.file_digest does this in one call, but only from Python 3.11; we support 3.10.
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def input_fingerprint(folder: str | Path) -> str:
