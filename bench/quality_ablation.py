@@ -142,6 +142,11 @@ def mark_trained_on(root: Path, rows: str) -> None:
     write_text(root / TRAINED_ON, rows + "\n")
 
 
+def arm_marker(generated_fingerprint: str, settings: str) -> str:
+    """The key an arm's marker holds and `collect_arms` matches: the rows it read and the training overrides."""
+    return f"{generated_fingerprint} {settings}"
+
+
 def collect_arms(out: Path, generated: Path, rows: str) -> dict:
     """Every finished arm and seed trained on `rows` (`generated`'s fingerprint now), also those of an earlier
     invocation (--arms runs a few at a time); an arm trained on an earlier state of the folder is left out,
@@ -208,14 +213,14 @@ def main() -> None:
     for arm in arms:
         for seed in seeds:
             profile = arm_profile(arm, arm_root(out, arm, seed), generated, args.epochs, seed, args.sets)
-            trained_on = f"{input_fingerprint(generated)} {settings}"  # the rows this arm reads now, and how
+            trained_on = arm_marker(input_fingerprint(generated), settings)  # the rows this arm reads now
             print(f"== arm {arm}, seed {seed}: {profile}", flush=True)
             subprocess.run([str(REPO / "scripts" / "cluster.sh"), "submit", "--submission-id",
                             f"ablation-{arm}-{seed}-{os.getpid()}", "--", "python", "jobs/pipeline.py", "--config",
                             str(profile)], check=True, cwd=REPO)
             mark_trained_on(arm_root(out, arm, seed), trained_on)
     rows_now = input_fingerprint(generated)  # the filter below and the payload name the same rows
-    results = collect_arms(out, generated, f"{rows_now} {settings}")  # the same key as each arm's marker
+    results = collect_arms(out, generated, arm_marker(rows_now, settings))
     for arm, twin in duplicates.items():
         if twin in results:
             results[arm] = {**results[twin], "same_as": twin}
